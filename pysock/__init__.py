@@ -1,0 +1,41 @@
+"""pysock: the Cloudflare Workers TCP socket API (``connect()``) for synchronous Python."""
+
+from __future__ import annotations
+
+from ._address import SocketAddress
+from ._info import SocketInfo, TLSInfo
+from ._options import SocketOptions
+from ._socket import Socket, connect
+from ._streams import SocketReader, SocketWriter
+from .errors import (
+    BrokenSocketError,
+    ConnectError,
+    IncompleteReadError,
+    PysockError,
+    SocketClosedError,
+    SocketTimeout,
+    StartTlsError,
+    TLSError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BrokenSocketError",
+    "ConnectError",
+    "IncompleteReadError",
+    "PysockError",
+    "Socket",
+    "SocketAddress",
+    "SocketClosedError",
+    "SocketInfo",
+    "SocketOptions",
+    "SocketReader",
+    "SocketTimeout",
+    "SocketWriter",
+    "StartTlsError",
+    "TLSError",
+    "TLSInfo",
+    "__version__",
+    "connect",
+]

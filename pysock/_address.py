@@ -1,0 +1,138 @@
+"""Parse and validate the address given to `connect()`. No I/O happens here.
+
+Three forms are accepted: a `SocketAddress` mapping ``{"hostname", "port"}``,
+a string ``"host:port"`` / ``"[v6 literal]:port"``, and a tuple
+``(host, port)``. In the string form an IPv6 literal must be bracketed, since
+``"::1:80"`` is ambiguous; in the mapping and tuple forms it may be bare.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from typing_extensions import TypedDict
+
+__all__ = ["Endpoint", "SocketAddress", "format_endpoint", "parse_address"]
+
+MAX_HOSTNAME_LENGTH = 253  # RFC 1035 section 2.3.4: 255 octets on the wire, 253 as text.
+_FORBIDDEN_CHARACTERS = frozenset("/@") | frozenset(chr(c) for c in range(0x21)) | {"\x7f"}
+
+
+class SocketAddress(TypedDict):
+    """The address mapping of Cloudflare Workers' ``connect()``."""
+
+    hostname: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A validated destination.
+
+    Attributes:
+        host: the hostname or IP literal as given, without brackets.
+        port: 1..65535.
+        family: ``AF_INET``/``AF_INET6`` when `host` is an IP literal, else None
+            (a name that needs DNS).
+    """
+
+    host: str
+    port: int
+    family: Optional[int]
+
+    def __str__(self) -> str:
+        return format_endpoint(self.host, self.port)
+
+
+def format_endpoint(host: str, port: int) -> str:
+    """Return ``host:port``, bracketing IPv6 literals (``[::1]:80``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(address: Any) -> Endpoint:
+    """Validate `address` in any accepted form and return an `Endpoint`.
+
+    Raises:
+        TypeError: `address`, its hostname or its port has the wrong type.
+        ValueError: a missing, empty or malformed part, or a port outside 1..65535.
+    """
+    if isinstance(address, str):
+        host, port = _split_host_port(address)
+    elif isinstance(address, tuple):
+        if len(address) != 2:
+            raise ValueError(f"address tuple must be (host, port), got {len(address)} items")
+        host, port = address
+    elif isinstance(address, dict):
+        unknown = set(address) - {"hostname", "port"}
+        if unknown:
+            raise TypeError(f"unknown SocketAddress key {sorted(unknown)[0]!r}")
+        if "hostname" not in address:
+            raise ValueError("SocketAddress is missing 'hostname'")
+        if "port" not in address:
+            raise ValueError("SocketAddress is missing 'port'")
+        host, port = address["hostname"], address["port"]
+    else:
+        raise TypeError(
+            "address must be a SocketAddress dict, a 'host:port' string or a (host, port) "
+            f"tuple, not {type(address).__name__}"
+        )
+    return Endpoint(_check_host(host), _check_port(port), _ip_family(host))
+
+
+def _split_host_port(text: str) -> tuple[str, int]:
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1 : end + 2] != ":":
+            raise ValueError(f"malformed address {text!r}: expected '[v6 literal]:port'")
+        host, port_text = text[1:end], text[end + 2 :]
+        if _ip_family(host) != socket.AF_INET6:
+            raise ValueError(f"malformed address {text!r}: {host!r} is not an IPv6 literal")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"address {text!r} is missing its port ('host:port')")
+        if ":" in host:
+            raise ValueError(
+                f"malformed address {text!r}: an IPv6 literal must be bracketed, "
+                "as in '[::1]:80'"
+            )
+    if not port_text.isdigit() or not port_text.isascii():
+        raise ValueError(f"malformed port {port_text!r} in address {text!r}")
+    return host, int(port_text)
+
+
+def _check_host(host: Any) -> str:
+    if not isinstance(host, str):
+        raise TypeError(f"hostname must be a str, not {type(host).__name__}")
+    if not host:
+        raise ValueError("hostname is empty")
+    if len(host) > MAX_HOSTNAME_LENGTH:
+        raise ValueError(f"hostname is longer than {MAX_HOSTNAME_LENGTH} characters")
+    bad = next((c for c in host if c in _FORBIDDEN_CHARACTERS or not c.isprintable()), None)
+    if bad is not None:
+        raise ValueError(f"hostname {host!r} holds a forbidden character {bad!r}")
+    return host
+
+
+def _check_port(port: Any) -> int:
+    # bool is an int subclass, but True is not a port.
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise TypeError(f"port must be an int, not {type(port).__name__}")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 1..65535")
+    return port
+
+
+def _ip_family(host: Any) -> Optional[int]:
+    if not isinstance(host, str):
+        return None
+    # inet_pton is strict ("1.2.3" is not an address) and much faster than ipaddress.
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return family
+    return None

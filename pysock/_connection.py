@@ -1,0 +1,663 @@
+"""The connection engine: one TCP connection, its state, its futures and its raw I/O.
+
+Theory of operation
+===================
+
+A `Connection` owns one stdlib socket. Three kinds of threads touch it:
+
+* **Callers** (any number) read and write. A read calls ``recv_into`` on the
+  socket directly; a write calls ``sendall``. With ``timeout=None`` the socket
+  is in blocking mode and each call is exactly the stdlib call, one syscall
+  when data or buffer space is there. With a timeout the socket is
+  non-blocking: the call is tried first, and only ``EAGAIN`` leads to a
+  ``poll()`` in the caller's thread, bounded by the call's deadline.
+* **The selector thread** (`pysock._loop`) completes connects that did not
+  complete at once, fires the connect deadline, and watches idle sockets for
+  the peer's FIN or RST so that ``closed`` completes with nobody reading.
+* **A DNS worker** resolves names, so a slow lookup never stalls the loop.
+
+Closing from another thread must wake a blocked reader or writer without
+closing the descriptor under its feet (the number could be reused by an
+unrelated file before the blocked call returns). So `close()` shuts the
+socket down, which wakes every blocked call, and the descriptor itself is
+released only when the loop has forgotten it *and* no call is inside it: the
+``_reading``/``_writing`` flags and ``_release_pending`` form a Dekker-style
+handshake (each side writes its own flag, then reads the other's), which is
+sound because every bytecode is atomic under the GIL.
+
+The state machine lives in `pysock._state`; `_transition` is the only place
+that changes ``state``, under ``_lock``, and the futures are completed after
+the lock is released so that their callbacks can call back into the socket.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import math
+import os
+import select
+import socket
+import threading
+import time
+import warnings
+import weakref
+from typing import Any, Final, Optional, Union
+
+from . import _loop
+from ._address import Endpoint
+from ._info import SocketInfo, socket_info
+from ._options import Options
+from ._state import TERMINAL, Event, State, next_state
+from .errors import (
+    BrokenSocketError,
+    ConnectError,
+    SocketClosedError,
+    SocketTimeout,
+)
+
+__all__ = ["Connection", "ReadDeadline"]
+
+# Bounded so that a burst of lookups for unresponsive names cannot create
+# threads without limit; a lookup that outlives its connect deadline is
+# abandoned (its result dropped) but still occupies a worker until getaddrinfo returns.
+_DNS_WORKERS: Final = 4
+_IN_PROGRESS: Final = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK})
+_RESET_ERRORS: Final = (ConnectionError, TimeoutError)
+
+ReadDeadline = Optional[float]
+Sockaddr = Union[tuple[str, int], tuple[str, int, int, int]]
+
+_live: weakref.WeakSet[Connection] = weakref.WeakSet()
+_dns_pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+_dns_lock = threading.Lock()
+
+
+def _dns_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _dns_pool
+    with _dns_lock:
+        if _dns_pool is None:
+            _dns_pool = concurrent.futures.ThreadPoolExecutor(
+                _DNS_WORKERS, thread_name_prefix="pysock-dns"
+            )
+        return _dns_pool
+
+
+class Connection:
+    """One TCP connection; see the module docstring. Internal: `pysock.Socket` wraps it."""
+
+    def __init__(self, endpoint: Endpoint, options: Options) -> None:
+        self.endpoint = endpoint
+        self.options = options
+        self.state = State.CONNECTING
+        self.opened: concurrent.futures.Future[SocketInfo] = concurrent.futures.Future()
+        self.closed: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.sock: Optional[socket.socket] = None
+        self.info: Optional[SocketInfo] = None
+        self._lock = threading.Lock()
+        self._generation = _loop.fork_generation()
+        # Fast-path flags: True while the direction may be used without further checks.
+        self._read_ok = False
+        self._write_ok = False
+        # Why a direction is unusable, raised by the slow path.
+        self._read_error: Optional[BaseException] = None
+        self._write_error: Optional[BaseException] = None
+        self._peer_eof = False
+        self._reader_closed = False
+        self._read_done = False
+        self._write_done = False
+        self._closing = False
+        self._inherited = False
+        # The descriptor hand-off (module docstring).
+        self._reading = False
+        self._writing = False
+        self._release_pending = False
+        self._loop_holds = False
+        self._attempt: Optional[socket.socket] = None
+        self._addresses: list[tuple[int, Sockaddr]] = []
+        self._errors: list[OSError] = []
+        self._deadline_timer: Optional[_loop.Timer] = None
+        self._rpoll: Any = None
+        self._wpoll: Any = None
+        self._blocking = options.timeout is None
+        _live.add(self)
+
+    # -- opening ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin opening: connect to an IP literal here, or hand the name to DNS."""
+        endpoint = self.endpoint
+        timeout = self.options.connect_timeout
+        self._connect_deadline = None if timeout is None else time.monotonic() + timeout
+        if endpoint.family is not None:
+            self._addresses = [(endpoint.family, (endpoint.host, endpoint.port))]
+            self._try_next_address()
+        else:
+            ref = weakref.ref(self)
+            self._loop_holds = True
+            _dns_executor().submit(_resolve, ref, endpoint.host, endpoint.port)
+        if self.state is State.CONNECTING and self._connect_deadline is not None:
+            ref = weakref.ref(self)
+            self._deadline_timer = _loop.get_loop().call_at_threadsafe(
+                self._connect_deadline, lambda: _call_if_alive(ref, "_on_connect_deadline")
+            )
+
+    def _on_resolved(self, addresses: list[tuple[int, Sockaddr]]) -> None:
+        """DNS worker: start the attempts (one at a time; see issue on happy eyeballs)."""
+        with self._lock:
+            if self.state is not State.CONNECTING:
+                return
+            self._addresses = addresses
+        self._try_next_address()
+
+    def _on_resolve_failed(self, exc: OSError) -> None:
+        message = f"cannot resolve {self.endpoint.host!r} for {self.endpoint}: {exc.strerror or exc}"
+        self._fail_open(ConnectError(message, exc.errno), exc)
+
+    def _try_next_address(self) -> None:
+        """Start the next connect attempt. Runs in the caller, DNS or loop thread."""
+        while self._addresses:
+            family, sockaddr = self._addresses.pop(0)
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as exc:
+                self._errors.append(exc)
+                continue
+            with self._lock:
+                if self.state is not State.CONNECTING:
+                    sock.close()
+                    return
+                self._attempt = sock
+            sock.setblocking(False)
+            code = _start_connect(sock, sockaddr)
+            if code in _IN_PROGRESS:
+                self._loop_holds = True
+                _loop.get_loop().call_soon_threadsafe(self._watch_connect_in_loop, sock)
+                return
+            if code == 0:
+                self._connected(sock)
+                return
+            self._attempt_failed(sock, OSError(code, os.strerror(code)))
+        self._fail_open_with_attempt_errors()
+
+    def _attempt_failed(self, sock: socket.socket, exc: OSError) -> None:
+        with self._lock:
+            if self._attempt is sock:
+                self._attempt = None
+        sock.close()
+        self._errors.append(exc)
+
+    def _fail_open_with_attempt_errors(self) -> None:
+        errors = self._errors
+        last = errors[-1] if errors else OSError(errno.EHOSTUNREACH, "no address to connect to")
+        reason = last.strerror or str(last)
+        message = f"cannot connect to {self.endpoint}: {reason}"
+        self._fail_open(ConnectError(message, last.errno, errors), last)
+
+    def _watch_connect_in_loop(self, sock: socket.socket) -> None:
+        if self._attempt is sock and self.state is State.CONNECTING:
+            _loop.get_loop().watch_writable(sock, self)
+
+    def _finish_connect_in_loop(self) -> None:
+        sock = self._attempt
+        if sock is None:
+            return
+        loop = _loop.get_loop()
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code == 0:
+            self._connected(sock)
+            return
+        loop.unwatch(sock)
+        self._attempt_failed(sock, OSError(code, os.strerror(code)))
+        self._try_next_address()
+
+    def _connected(self, sock: socket.socket) -> None:
+        """The TCP connection is up: switch the socket to its I/O mode and open."""
+        try:
+            _tune(sock)
+            if self._blocking:
+                sock.setblocking(True)
+            info = socket_info(sock)
+        except OSError as exc:
+            self._attempt_failed(sock, exc)
+            self._try_next_address()
+            return
+        self._opened(sock, info)
+
+    def _opened(self, sock: socket.socket, info: SocketInfo) -> None:
+        with self._lock:
+            if self.state is not State.CONNECTING:
+                return
+            self._attempt = None
+            self.sock = sock
+            self.info = info
+            self.state = State.OPEN
+            self._read_ok = self._write_ok = True
+        self._cancel_deadline()
+        self.opened.set_result(info)
+        self._loop_holds = True
+        _loop.get_loop().call_soon_threadsafe(self._watch_idle_in_loop)
+
+    def _cancel_deadline(self) -> None:
+        timer = self._deadline_timer
+        if timer is not None:
+            timer.cancel()
+
+    def _on_connect_deadline(self) -> None:
+        timeout = self.options.connect_timeout
+        self._fail_open(SocketTimeout(f"connecting to {self.endpoint} timed out after {timeout}s"))
+
+    def _fail_open(self, error: BaseException, cause: Optional[BaseException] = None) -> None:
+        if cause is not None:
+            error.__cause__ = cause
+        if self._transition(Event.FAIL, error):
+            self._release()
+
+    # -- the loop's view of an open socket ------------------------------------------
+
+    def _watch_idle_in_loop(self) -> None:
+        sock = self.sock
+        if self.state is State.OPEN and sock is not None and not self._peer_eof:
+            _loop.get_loop().watch_hangup(sock, self, _loop.HANGUP_WITH_EOF)
+
+    def on_ready_in_loop(self, events: int) -> None:
+        """Selector callback: a connect finished, or the peer hung up."""
+        if self.state is State.CONNECTING:
+            self._finish_connect_in_loop()
+            return
+        sock = self.sock
+        loop = _loop.get_loop()
+        if sock is None or self.state in TERMINAL:
+            if sock is not None:
+                loop.unwatch(sock)
+            return
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            loop.unwatch(sock)
+            self._broken_by(OSError(code, os.strerror(code)))
+            return
+        # A FIN (or our own SHUT_RD from readable.close(), which looks the same
+        # to epoll). EPOLLRDHUP is level-triggered: stop asking for it, and keep
+        # watching for a reset while the write side is open.
+        if not self._reader_closed:
+            self.on_peer_eof()
+        if self.state in TERMINAL:
+            loop.unwatch(sock)
+        else:
+            loop.watch_hangup(sock, self, _loop.HANGUP_ERRORS_ONLY)
+
+    # -- direction bookkeeping -----------------------------------------------------
+
+    def on_peer_eof(self) -> None:
+        """The peer sent FIN (seen by a reader or the loop). Any thread."""
+        with self._lock:
+            if self._peer_eof:
+                return
+            self._peer_eof = self._read_done = True
+        if not self.options.allow_half_open:
+            self.shutdown_write(
+                BrokenSocketError(
+                    f"the peer closed the connection to {self.endpoint} "
+                    "(allow_half_open=False closes the write side too)"
+                )
+            )
+        self._maybe_finish()
+
+    def shutdown_write(self, reason: BaseException) -> None:
+        """Close the write side: the peer sees EOF; later writes raise `reason`."""
+        with self._lock:
+            if self._write_done or self.state is not State.OPEN:
+                return
+            self._write_done = True
+            self._write_ok = False
+            self._write_error = reason
+        self._shutdown_sock(socket.SHUT_WR)
+        self._maybe_finish()
+
+    def close_read(self) -> None:
+        """``readable.close()``: later reads raise; a blocked reader wakes."""
+        with self._lock:
+            self._reader_closed = True
+            if self._read_error is None:
+                self._read_error = SocketClosedError("the readable side was closed")
+            self._read_ok = False
+            if self.state is not State.OPEN:
+                return
+            self._read_done = True
+        if self._reading:
+            self._shutdown_sock(socket.SHUT_RD)
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self._read_done and self._write_done and self._transition(Event.FINISHED):
+            if isinstance(self._read_error, SocketClosedError):
+                self._release()  # Nothing left to read: give the descriptor back now.
+
+    def _shutdown_sock(self, how: int) -> None:
+        sock = self.sock
+        if sock is None or self._generation != _loop.fork_generation():
+            return  # Never shut down a connection inherited from the parent process.
+        try:
+            sock.shutdown(how)
+        except OSError:
+            pass  # ENOTCONN: the peer reset it first; the reader reports that.
+
+    # -- state ---------------------------------------------------------------------
+
+    def _transition(self, event: Event, error: Optional[BaseException] = None) -> bool:
+        """Apply `event` (see `pysock._state`); complete the futures. Returns False if ignored."""
+        with self._lock:
+            new = next_state(self.state, event)
+            if new is None:
+                return False
+            old, self.state = self.state, new
+            if new in TERMINAL:
+                self._read_ok = self._write_ok = False
+                if new is State.BROKEN:
+                    self._read_error = self._read_error or error
+                    self._write_error = error
+                elif new is State.UPGRADED:
+                    self._read_error = self._write_error = SocketClosedError(
+                        "start_tls() took this socket's connection over; use the socket it returned"
+                    )
+                elif event is Event.CLOSE:
+                    self._read_error = self._write_error = SocketClosedError("the socket is closed")
+        if old is State.CONNECTING:
+            self._cancel_deadline()
+            if new is not State.OPEN:
+                exc = error or SocketClosedError(f"the socket was closed while connecting to {self.endpoint}")
+                _set_exception(self.opened, exc)
+        if new is State.BROKEN:
+            _set_exception(self.closed, error or BrokenSocketError("the connection broke"))
+        elif new in TERMINAL:
+            _set_result(self.closed)
+        return True
+
+    def close(self) -> None:
+        """Close both directions now; wake blocked callers; idempotent."""
+        if self._inherited:
+            return
+        self._transition(Event.CLOSE)
+        with self._lock:
+            # Whatever ended the connection before, from now on your code closed it.
+            self._read_ok = self._write_ok = False
+            self._read_error = self._write_error = SocketClosedError("the socket is closed")
+            if self._closing:
+                return
+            self._closing = True
+        self._release()
+
+    def _broken_by(self, exc: BaseException, message: Optional[str] = None) -> BrokenSocketError:
+        """The peer or network broke the connection: fail it and return the error to raise."""
+        error = BrokenSocketError(message or f"connection to {self.endpoint} broken: {_describe(exc)}")
+        error.__cause__ = exc
+        if self._transition(Event.FAIL, error):
+            self._shutdown_sock(socket.SHUT_RDWR)
+        elif isinstance(self._read_error, BrokenSocketError):
+            return self._read_error
+        return error
+
+    def _release(self) -> None:
+        """Give the descriptor back once the loop has forgotten it and no call is inside it."""
+        if self._generation != _loop.fork_generation():
+            return
+        if self._reading or self._writing:
+            self._shutdown_sock(socket.SHUT_RDWR)  # Wake them; the last one out closes.
+        if self._loop_holds:
+            _loop.get_loop().call_soon_threadsafe(self._release_in_loop)
+        else:
+            self._release_now()
+
+    def _release_in_loop(self) -> None:
+        loop = _loop.get_loop()
+        for sock in (self.sock, self._attempt):
+            if sock is not None:
+                loop.unwatch(sock)
+        self._release_now()
+
+    def _release_now(self) -> None:
+        self._release_pending = True
+        if not (self._reading or self._writing):
+            self._close_descriptors()
+
+    def _close_descriptors(self) -> None:
+        for sock in (self.sock, self._attempt):
+            if sock is not None:
+                sock.close()
+
+    def _after_call(self) -> None:
+        # The other half of the hand-off: the last call out closes a released socket.
+        if self._release_pending and not (self._reading or self._writing):
+            self._close_descriptors()
+
+    def inherited_in_child(self) -> None:
+        """After fork(), in the child: this connection belongs to the parent."""
+        self._lock = threading.Lock()  # A parent thread may have held the old one.
+        self._inherited = True
+        self._read_ok = self._write_ok = False
+        self._read_error = self._write_error = SocketClosedError(
+            "this socket was inherited from the parent process; open a new one in the child"
+        )
+        # Closing our copy of the descriptor sends nothing: the parent still holds it.
+        for sock in (self.sock, self._attempt):
+            if sock is not None:
+                sock.close()
+
+    def __del__(self) -> None:
+        if self._inherited or self._closing:
+            return
+        if self.state not in TERMINAL:
+            warnings.warn(
+                f"unclosed pysock socket to {self.endpoint}", ResourceWarning, source=self
+            )
+        # A connection that already ended (peer EOF, reset) only needs its descriptor back.
+        self.close()
+
+    # -- raw I/O, used by the streams ----------------------------------------------------
+
+    def recv_into(self, buffer: Any, deadline: ReadDeadline = None) -> int:
+        """Read once into `buffer`; 0 at EOF. The only place reads touch the socket."""
+        self._reading = True
+        try:
+            if not self._read_ok:
+                self._check_readable(deadline)
+            sock = self.sock
+            assert sock is not None
+            if self._blocking:
+                nbytes = sock.recv_into(buffer)
+            else:
+                nbytes = self._recv_into_nonblocking(sock, buffer, deadline)
+            if nbytes == 0 and not self._peer_eof:
+                return self._on_recv_eof(buffer)
+            return nbytes
+        except SocketTimeout:
+            raise  # The data stays in the kernel: the socket remains usable.
+        except OSError as exc:
+            raise self._read_failure(exc) from exc
+        finally:
+            self._reading = False
+            if self._release_pending:
+                self._after_call()
+
+    def _recv_into_nonblocking(self, sock: socket.socket, buffer: Any, deadline: ReadDeadline) -> int:
+        while True:
+            try:
+                return sock.recv_into(buffer)
+            except BlockingIOError:
+                pass
+            if self._rpoll is None:
+                self._rpoll = _poller(sock, select.POLLIN)
+            _wait(self._rpoll, deadline, "read", self.options.timeout)
+
+    def _on_recv_eof(self, buffer: Any) -> int:
+        if len(buffer) == 0:
+            return 0
+        if not self._read_ok:
+            raise self._read_error or SocketClosedError("the socket is closed")
+        self.on_peer_eof()
+        return 0
+
+    def _read_failure(self, exc: OSError) -> BaseException:
+        if not self._read_ok and self._read_error is not None:
+            return self._read_error
+        return self._broken_by(exc)
+
+    def _check_readable(self, deadline: ReadDeadline) -> None:
+        if self.state is State.CONNECTING:
+            self.wait_opened(deadline, "read")
+            if self._read_ok:
+                return
+        raise self._read_error or SocketClosedError("the socket is closed")
+
+    def wait_opened(self, deadline: ReadDeadline, what: str) -> None:
+        """Block until the connection opens; raise the opening error if it fails."""
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            self.opened.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise SocketTimeout(
+                f"{what} timed out after {self.options.timeout}s waiting for the connection to open"
+            ) from None
+        except concurrent.futures.CancelledError:
+            raise SocketClosedError("the socket is closed") from None
+
+    def send_all(self, data: Any, deadline: ReadDeadline = None) -> None:
+        """Hand all of `data` to the kernel. On timeout or interrupt the socket is broken."""
+        self._writing = True
+        try:
+            if not self._write_ok:
+                self._check_writable(deadline)
+            self._send(data, deadline)
+        finally:
+            self._writing = False
+            if self._release_pending:
+                self._after_call()
+
+    def _send(self, data: Any, deadline: ReadDeadline) -> None:
+        sock = self.sock
+        assert sock is not None
+        try:
+            if self._blocking:
+                sock.sendall(data)
+            else:
+                self._send_all_nonblocking(sock, data, deadline)
+        except SocketTimeout as exc:
+            self._broken_by(exc, f"write to {self.endpoint} timed out; an unknown amount was sent")
+            raise
+        except OSError as exc:
+            if not self._write_ok and self._write_error is not None:
+                raise self._write_error from exc
+            raise self._broken_by(exc) from exc
+        except BaseException as exc:  # KeyboardInterrupt mid-write: unknown amount sent.
+            self._broken_by(exc, f"write to {self.endpoint} was interrupted; an unknown amount was sent")
+            raise
+
+    def _send_all_nonblocking(self, sock: socket.socket, data: Any, deadline: ReadDeadline) -> None:
+        with memoryview(data) as view, view.cast("B") as octets:
+            total = len(octets)
+            sent = 0
+            while sent < total:
+                try:
+                    sent += sock.send(octets[sent:])
+                    continue
+                except BlockingIOError:
+                    pass
+                if self._wpoll is None:
+                    self._wpoll = _poller(sock, select.POLLOUT)
+                _wait(self._wpoll, deadline, "write", self.options.timeout)
+
+    def _check_writable(self, deadline: ReadDeadline) -> None:
+        if self.state is State.CONNECTING:
+            self.wait_opened(deadline, "write")
+            if self._write_ok:
+                return
+        raise self._write_error or SocketClosedError("the socket is closed")
+
+    def call_deadline(self) -> ReadDeadline:
+        """The deadline of one blocking call under the ``timeout`` option."""
+        timeout = self.options.timeout
+        return None if timeout is None else time.monotonic() + timeout
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def _start_connect(sock: socket.socket, sockaddr: Sockaddr) -> int:
+    try:
+        return sock.connect_ex(sockaddr)
+    except OSError as exc:  # connect_ex still raises for some errors (e.g. gaierror).
+        return exc.errno or errno.EINVAL
+
+
+def _tune(sock: socket.socket) -> None:
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        # Request/response protocols (SMTP, Redis, PostgreSQL) stall on Nagle + delayed ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _poller(sock: socket.socket, events: int) -> Any:
+    poller = select.poll()
+    poller.register(sock, events)
+    return poller
+
+
+def _wait(poller: Any, deadline: ReadDeadline, what: str, timeout: Optional[float]) -> None:
+    if deadline is None:
+        poller.poll()
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or not poller.poll(math.ceil(remaining * 1000)):
+        if time.monotonic() >= deadline:
+            raise SocketTimeout(f"{what} timed out after {timeout}s")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _set_result(future: concurrent.futures.Future[Any]) -> None:
+    try:
+        future.set_result(None)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
+def _set_exception(future: concurrent.futures.Future[Any], exc: BaseException) -> None:
+    try:
+        future.set_exception(exc)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
+def _call_if_alive(ref: weakref.ref[Connection], method: str) -> None:
+    connection = ref()
+    if connection is not None:
+        getattr(connection, method)()
+
+
+def _resolve(ref: weakref.ref[Connection], host: str, port: int) -> None:
+    """DNS worker: resolve, then hand the addresses back (the socket may be gone)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        connection = ref()
+        if connection is not None:
+            connection._on_resolve_failed(exc)
+        return
+    connection = ref()
+    if connection is not None:
+        addresses: list[tuple[int, Sockaddr]] = [(info[0], info[4]) for info in infos]
+        connection._on_resolved(addresses)
+
+
+def _forget_inherited_connections() -> None:
+    global _dns_pool, _dns_lock
+    _dns_pool = None
+    _dns_lock = threading.Lock()
+    for connection in list(_live):
+        connection.inherited_in_child()
+
+
+_loop.register_after_fork(_forget_inherited_connections)

@@ -1,0 +1,57 @@
+"""Frozen records describing an open connection."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ._address import format_endpoint
+
+__all__ = ["SocketInfo", "TLSInfo", "format_sockaddr"]
+
+
+@dataclass(frozen=True)
+class SocketInfo:
+    """The result of ``Socket.opened``.
+
+    Attributes:
+        remote_address: the peer's real endpoint, ``"ip:port"`` or ``"[v6]:port"``.
+        local_address: the local endpoint, in the same form.
+        alpn: the negotiated ALPN protocol, or None.
+    """
+
+    remote_address: str
+    local_address: str
+    alpn: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TLSInfo:
+    """What a completed TLS handshake established (``Socket.tls``).
+
+    Attributes:
+        version: the protocol version, such as ``"TLSv1.3"``.
+        cipher: the cipher suite name.
+        alpn: the negotiated ALPN protocol, or None.
+        peer_certificate: the parsed certificate (``SSLObject.getpeercert()``).
+        peer_certificate_der: the certificate in DER form.
+    """
+
+    version: str
+    cipher: str
+    alpn: Optional[str]
+    peer_certificate: dict[str, Any] = field(repr=False)
+    peer_certificate_der: bytes = field(repr=False)
+
+
+def format_sockaddr(sockaddr: Any) -> str:
+    """Format an address from ``getpeername()``/``getsockname()`` as ``ip:port``."""
+    if isinstance(sockaddr, tuple):
+        return format_endpoint(str(sockaddr[0]), int(sockaddr[1]))
+    return str(sockaddr)
+
+
+def socket_info(sock: socket.socket, alpn: Optional[str] = None) -> SocketInfo:
+    """Read both endpoints of a connected socket."""
+    return SocketInfo(format_sockaddr(sock.getpeername()), format_sockaddr(sock.getsockname()), alpn)

@@ -1,0 +1,298 @@
+"""The background selector thread: one per process, serving every socket.
+
+Theory of operation
+===================
+
+pysock does its I/O in the caller's thread. A read first tries the socket and
+only then waits; a write hands the caller's buffer to the kernel; a connect to
+an IP literal is started by `connect()` itself. The background thread,
+``pysock-selector``, exists for the events that nobody may be waiting for:
+
+* a connect that did not complete at once (it completes ``opened``), and its
+  ``connect_timeout`` deadline;
+* the peer's FIN or RST arriving on a socket that no thread is reading, which
+  must still complete ``closed`` (SPEC section 3);
+* releasing a closed socket's descriptor after its selector registration is
+  gone (closing a registered descriptor first would leave epoll watching a
+  file that another process, after ``fork()``, may still hold open).
+
+Only this thread touches the selector; other threads hand it commands with
+`Loop.call_soon_threadsafe`, which appends to a deque and wakes the thread
+through a socketpair (CPython's asyncio ``_write_to_self``). A flag keeps a
+burst of commands down to one wake-up byte.
+
+Idle sockets are watched for hang-ups only. On Linux the registration asks
+epoll for ``EPOLLRDHUP`` instead of ``EPOLLIN``: the thread then wakes for the
+peer's FIN, a reset or an error, never for ordinary data, so it stays off the
+data path even while another thread streams gigabytes through the socket, and
+it sees a FIN even when unread data sits in front of it. `selectors` has no
+name for that event, so `Loop.watch_hangup` sets the epoll mask on the
+selector's own epoll object after registering with `selectors`; every
+hang-up event comes back from `selectors` as ``EVENT_READ``. Selectors without
+epoll (macOS, Windows) get no idle hang-up watch: there ``closed`` completes
+when a read or write meets the end.
+
+Targets registered here are held through weak references, so the loop never
+keeps a forgotten socket alive; the socket's finalizer closes it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import heapq
+import itertools
+import os
+import select
+import selectors
+import socket
+import sys
+import threading
+import weakref
+from typing import Any, Callable, Final, Optional, Protocol
+
+__all__ = ["Loop", "Timer", "fork_generation", "get_loop"]
+
+_EPOLLRDHUP: Final = getattr(select, "EPOLLRDHUP", 0)
+# A hang-up watch over epoll: peer FIN (EPOLLRDHUP); EPOLLERR and EPOLLHUP are always reported.
+HANGUP_WITH_EOF: Final = _EPOLLRDHUP
+# Only errors and full hang-ups: used once the peer's EOF has been seen.
+HANGUP_ERRORS_ONLY: Final = 0
+# How long the exiting interpreter waits for the thread to stop: it only has to leave select().
+_STOP_JOIN_TIMEOUT: Final = 1.0
+
+
+class Target(Protocol):
+    """What the loop calls back when a watched socket is ready."""
+
+    def on_ready_in_loop(self, events: int) -> None: ...
+
+
+class Timer:
+    """A callback scheduled on the loop; `cancel()` is safe from any thread."""
+
+    __slots__ = ("callback", "cancelled", "deadline")
+
+    def __init__(self, deadline: float, callback: Callable[[], None]) -> None:
+        self.deadline = deadline
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Loop:
+    """The process's background selector thread; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._epoll: Any = getattr(self._selector, "_selector", None)
+        self.hangup_supported: bool = isinstance(self._selector, selectors.EpollSelector)
+        self._wake_recv, self._wake_send = socket.socketpair()
+        self._wake_recv.setblocking(False)
+        self._wake_send.setblocking(False)
+        self._selector.register(self._wake_recv, selectors.EVENT_READ, None)
+        self._commands: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self._wakeup_pending = False
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._sequence = itertools.count()
+        self._stopping = False
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="pysock-selector", daemon=True)
+        self._thread.start()
+
+    # -- any thread ---------------------------------------------------------------
+
+    def call_soon_threadsafe(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop thread, soon."""
+        self._commands.append((callback, args))
+        if not self._wakeup_pending:
+            self._wakeup_pending = True
+            try:
+                self._wake_send.send(b"\0")
+            except OSError:
+                pass  # Full buffer: a wake-up is already pending. Closed: the loop is gone.
+
+    def call_at_threadsafe(self, deadline: float, callback: Callable[[], None]) -> Timer:
+        """Run `callback` on the loop thread at `deadline` (`time.monotonic()`)."""
+        timer = Timer(deadline, callback)
+        self.call_soon_threadsafe(self._add_timer, timer)
+        return timer
+
+    def in_loop_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def stop_threadsafe(self, timeout: float = _STOP_JOIN_TIMEOUT) -> None:
+        self._stopping = True
+        self.call_soon_threadsafe(_noop)
+        if not self.in_loop_thread():
+            self._thread.join(timeout)
+
+    # -- loop thread only ---------------------------------------------------------
+
+    def watch_writable(self, sock: socket.socket, target: Target) -> None:
+        """Call ``target.on_ready_in_loop`` when `sock` is writable (a connect ended)."""
+        self._register(sock, selectors.EVENT_WRITE, target)
+
+    def watch_hangup(self, sock: socket.socket, target: Target, mask: int) -> bool:
+        """Watch `sock` for FIN/RST/errors only (see the module docstring).
+
+        Returns:
+            False where the selector cannot watch hang-ups without data events.
+        """
+        if not self.hangup_supported:
+            return False
+        self._register(sock, selectors.EVENT_READ, target)
+        self._epoll.modify(sock.fileno(), mask)
+        return True
+
+    def unwatch(self, sock: socket.socket) -> None:
+        """Forget `sock` if registered. Call before its descriptor is closed."""
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def _register(self, sock: socket.socket, events: int, target: Target) -> None:
+        ref = weakref.ref(target)
+        try:
+            key = self._selector.get_key(sock)
+        except KeyError:
+            self._selector.register(sock, events, ref)
+        else:
+            self._selector.modify(key.fileobj, events, ref)
+
+    def _add_timer(self, timer: Timer) -> None:
+        heapq.heappush(self._timers, (timer.deadline, next(self._sequence), timer))
+
+    def _run(self) -> None:
+        import time
+
+        monotonic = time.monotonic
+        while not self._stopping:
+            timeout: Optional[float] = None
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - monotonic())
+            for key, events in self._selector.select(timeout):
+                ref = key.data
+                if ref is None:
+                    self._drain_wakeups()
+                    continue
+                target = ref()
+                if target is None:
+                    self.unwatch(key.fileobj)  # type: ignore[arg-type]
+                else:
+                    _guarded(target.on_ready_in_loop, events)
+            now = monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                timer = heapq.heappop(self._timers)[2]
+                if not timer.cancelled:
+                    _guarded(timer.callback)
+            self._run_commands()
+        self._close_resources()
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_recv.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _run_commands(self) -> None:
+        # Clear the flag before draining, so a command appended after this point
+        # always writes a new wake-up byte (see call_soon_threadsafe).
+        self._wakeup_pending = False
+        commands = self._commands
+        while commands:
+            callback, args = commands.popleft()
+            _guarded(callback, *args)
+
+    def _close_resources(self) -> None:
+        self._selector.close()
+        self._wake_recv.close()
+        self._wake_send.close()
+
+    def abandon_after_fork(self) -> None:
+        """In a forked child: drop the parent's loop without touching its thread."""
+        self._stopping = True
+        self._close_resources()
+
+
+def _noop() -> None:
+    pass
+
+
+def _guarded(callback: Callable[..., None], *args: Any) -> None:
+    # Callbacks route their own errors to the sockets' futures. One that still
+    # raises is a pysock bug: report it like an exception in __del__ (pytest
+    # turns that into a failure) and keep serving every other socket.
+    try:
+        callback(*args)
+    except Exception as exc:
+        sys.unraisablehook(_Unraisable(exc, callback))
+
+
+class _Unraisable:
+    def __init__(self, exc: BaseException, obj: object) -> None:
+        self.exc_type = type(exc)
+        self.exc_value = exc
+        self.exc_traceback = exc.__traceback__
+        self.err_msg = "pysock: exception in the selector thread"
+        self.object = obj
+
+
+_loop: Optional[Loop] = None
+_loop_lock = threading.Lock()
+_fork_generation = 0
+_after_fork_callbacks: list[Callable[[], None]] = []
+
+
+def get_loop() -> Loop:
+    """Return the process's loop, starting its thread on first use (never at import)."""
+    loop = _loop
+    if loop is not None:
+        return loop
+    return _start_loop()
+
+
+def _start_loop() -> Loop:
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = Loop()
+        return _loop
+
+
+def fork_generation() -> int:
+    """A number that changes in a child process after each `os.fork()`."""
+    return _fork_generation
+
+
+def register_after_fork(callback: Callable[[], None]) -> None:
+    """Run `callback` in a forked child, after the loop has been reset."""
+    _after_fork_callbacks.append(callback)
+
+
+def _after_fork_in_child() -> None:
+    global _loop, _loop_lock, _fork_generation
+    _fork_generation += 1
+    _loop_lock = threading.Lock()
+    loop, _loop = _loop, None
+    if loop is not None:
+        loop.abandon_after_fork()
+    for callback in _after_fork_callbacks:
+        callback()
+
+
+def _stop_at_exit() -> None:
+    loop = _loop
+    if loop is not None and loop._pid == os.getpid():
+        loop.stop_threadsafe()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_stop_at_exit)

@@ -1,0 +1,130 @@
+"""`connect()` and `Socket`: the public face of a connection."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from types import TracebackType
+from typing import Any, Optional, Union
+
+from typing_extensions import Self, Unpack
+
+from ._address import SocketAddress, parse_address
+from ._connection import Connection
+from ._info import SocketInfo, TLSInfo
+from ._options import SocketOptions, merge_options
+from ._state import State
+from ._streams import SocketReader, SocketWriter
+
+__all__ = ["Address", "Socket", "connect"]
+
+Address = Union[SocketAddress, str, "tuple[str, int]"]
+
+
+def connect(
+    address: Address,
+    options: Optional[SocketOptions] = None,
+    /,
+    **kwargs: Unpack[SocketOptions],
+) -> Socket:
+    """Open a TCP connection (optionally TLS) and return its `Socket` at once.
+
+    DNS, the TCP handshake and (for ``secure_transport="on"``) the TLS
+    handshake run in the background; ``opened`` completes when they are done,
+    and reads and writes wait for it.
+
+    Args:
+        address: ``{"hostname": ..., "port": ...}``, ``"host:port"``,
+            ``"[v6 literal]:port"`` or ``(host, port)``.
+        options: a `SocketOptions` dict; the same keys may be given as keywords.
+
+    Returns:
+        The new `Socket`, still connecting.
+
+    Raises:
+        TypeError: an argument or option of the wrong type, or an unknown option.
+        ValueError: a bad hostname, port or option value. Nothing was opened.
+    """
+    endpoint = parse_address(address)
+    resolved = merge_options(options, kwargs)
+    if resolved.secure_transport == "on":
+        raise NotImplementedError("secure_transport='on' is not implemented yet")
+    connection = Connection(endpoint, resolved)
+    sock = Socket(connection)
+    connection.start()
+    return sock
+
+
+class Socket:
+    """A connection opened by `connect()`; the Workers ``Socket`` in Python.
+
+    Attributes:
+        readable: the `SocketReader` (binary, buffered).
+        writable: the `SocketWriter`.
+    """
+
+    __slots__ = ("_connection", "_upgraded", "readable", "writable")
+
+    def __init__(self, connection: Connection) -> None:
+        """Internal: use `connect()`."""
+        self._connection = connection
+        self._upgraded = False
+        self.readable = SocketReader(connection)
+        self.writable = SocketWriter(connection)
+
+    @property
+    def opened(self) -> concurrent.futures.Future[SocketInfo]:
+        """Done when the connection is established; its exception is the opening error."""
+        return self._connection.opened
+
+    @property
+    def closed(self) -> concurrent.futures.Future[None]:
+        """Done when the connection is over: None for a clean end, else the error."""
+        return self._connection.closed
+
+    @property
+    def secure_transport(self) -> str:
+        """``"off"``, ``"on"`` or ``"starttls"``, as given to `connect()`."""
+        return self._connection.options.secure_transport
+
+    @property
+    def upgraded(self) -> bool:
+        """True once `start_tls()` has been called on this socket."""
+        return self._upgraded
+
+    @property
+    def tls(self) -> Optional[TLSInfo]:
+        """The TLS session's details once a handshake completed, else None."""
+        return None
+
+    def close(self) -> None:
+        """Close both directions now; blocked reads and writes raise `SocketClosedError`.
+
+        A pending connect is abandoned. Idempotent. ``closed`` is done when this returns.
+        """
+        self.readable.detach_buffer()
+        self.writable.detach_stream()
+        self._connection.close()
+
+    def start_tls(self, **tls_options: Any) -> Socket:
+        """Upgrade a ``"starttls"`` socket to TLS and return the new `Socket`."""
+        raise NotImplementedError("start_tls() is not implemented yet")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        connection = self._connection
+        state = connection.state
+        if state is State.CONNECTING or state is State.OPEN:
+            shown = state.value
+        else:
+            shown = "closed"
+        return f"<pysock.Socket {connection.endpoint} {self.secure_transport} {shown}>"

@@ -1,0 +1,416 @@
+"""`SocketReader` and `SocketWriter`: the binary file-like halves of a socket.
+
+Theory of operation (reading)
+=============================
+
+The reader's buffering is `io.BufferedReader`'s own C code over a tiny raw
+object whose ``readinto`` is `Connection.recv_into`. Created on the first
+read (an idle socket owns no read buffer), it then serves ``read``,
+``readline``, ``readinto``, iteration... at C speed: with ``timeout=None``
+those names are bound on the instance straight to the C methods, so a
+``readline()`` costs no Python frame at all while the buffer has a line.
+
+The C methods have one flaw for a socket: a call that needs several raw reads
+(``readline`` of a long line, ``read(n)``) drops what it gathered if a raw
+read raises. That only matters when a raw read can raise and the socket
+stays usable: a read *timeout*. So with a timeout every method runs the
+Python code below, which only uses the two C calls that never lose data
+(``peek`` and ``read1``, each at most one raw read and nothing consumed on an
+error) and, if the call is interrupted, keeps what it gathered in ``_stash``,
+served first by the next call. ``readuntil`` runs that code always (it needs
+the stash for its limit rule), and while a stash is non-empty the C fast path
+is unbound, so the order of bytes never changes.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Optional
+
+from .errors import IncompleteReadError, SocketClosedError
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = ["SocketReader", "SocketWriter"]
+
+# One raw read moves up to this much: large enough that bulk transfers run at
+# memcpy speed, small enough to be cheap for each of thousands of busy sockets.
+READ_BUFFER_SIZE: Final = 64 * 1024
+DEFAULT_READUNTIL_LIMIT: Final = 64 * 1024  # asyncio's StreamReader default.
+_FAST_METHODS: Final = ("read", "read1", "readinto", "readinto1", "readline", "peek")
+
+
+class _RawSocket(io.RawIOBase):
+    """The raw layer under `io.BufferedReader`: one ``recv_into`` per call."""
+
+    def __init__(self, connection: Connection) -> None:
+        super().__init__()
+        self._connection = connection
+        self.deadline: Optional[float] = None
+
+    def readinto(self, buffer: Any) -> int:
+        return self._connection.recv_into(buffer, self.deadline)
+
+    def readable(self) -> bool:
+        return True
+
+    def __del__(self) -> None:
+        pass  # Closing the raw object must never touch the connection.
+
+
+class SocketReader(io.BufferedIOBase):
+    """The readable side of a `Socket`: a binary, buffered file-like object.
+
+    ``read(-1)`` reads to EOF; at EOF every read returns ``b""``. A read
+    timeout raises `SocketTimeout` and loses no data. Reads from several
+    threads are serialized.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        super().__init__()
+        self._connection = connection
+        self._raw: Optional[_RawSocket] = None
+        self._buffer: Optional[io.BufferedReader] = None
+        self._stash = b""
+        self._lock = threading.Lock()
+        self._is_closed = False
+
+    # -- the buffer and the fast path ------------------------------------------------
+
+    def _buffered(self) -> io.BufferedReader:
+        if self._is_closed:
+            raise SocketClosedError("the readable side is closed")
+        buffer = self._buffer
+        if buffer is None:
+            self._raw = _RawSocket(self._connection)
+            buffer = self._buffer = io.BufferedReader(self._raw, READ_BUFFER_SIZE)
+            self._maybe_bind()
+        return buffer
+
+    def _maybe_bind(self) -> None:
+        if self._connection.options.timeout is None and not self._stash and not self._is_closed:
+            buffer = self._buffer
+            for name in _FAST_METHODS:
+                setattr(self, name, getattr(buffer, name))
+
+    def _unbind(self) -> None:
+        for name in _FAST_METHODS:
+            self.__dict__.pop(name, None)
+
+    def _begin(self) -> io.BufferedReader:
+        buffer = self._buffered()
+        assert self._raw is not None
+        self._raw.deadline = self._connection.call_deadline()
+        return buffer
+
+    def _keep(self, chunks: list[bytes]) -> None:
+        """Put gathered bytes back in front (an interrupted call); see the module docstring."""
+        data = b"".join(chunks)
+        if data:
+            self._stash = data + self._stash
+            self._unbind()
+
+    def _take_stash(self) -> bytes:
+        data, self._stash = self._stash, b""
+        return data
+
+    def _done(self, result: Any) -> Any:
+        if not self._stash:
+            self._maybe_bind()
+        return result
+
+    # -- io.BufferedIOBase --------------------------------------------------------
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:  # type: ignore[override]
+        return self._is_closed
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        """Read up to `size` bytes, or to EOF when `size` is -1 or None."""
+        size = _check_size(size)
+        with self._lock:
+            buffer = self._begin()
+            chunks = [self._take_stash()]
+            total = len(chunks[0])
+            try:
+                while size < 0 or total < size:
+                    data = buffer.read1(READ_BUFFER_SIZE if size < 0 else size - total)
+                    if not data:
+                        break
+                    chunks.append(data)
+                    total += len(data)
+            except BaseException:
+                self._keep(chunks)
+                raise
+            if size >= 0 and total > size:
+                self._keep([b"".join(chunks)[size:]])
+                chunks = [b"".join(chunks)[:size]]
+            return self._done(b"".join(chunks))
+
+    def read1(self, size: int = -1) -> bytes:
+        """Read up to `size` bytes with at most one call to the socket."""
+        size = _check_size(size)
+        with self._lock:
+            buffer = self._begin()
+            if self._stash:
+                data = self._take_stash()
+                if size >= 0:
+                    self._keep([data[size:]])
+                    data = data[:size]
+                return self._done(data)
+            return self._done(buffer.read1(size))
+
+    def readinto(self, b: Any) -> int:
+        """Fill `b` as far as the data goes before EOF; return the count."""
+        return _copy_into(b, self.read)
+
+    def readinto1(self, b: Any) -> int:
+        """Like `readinto`, with at most one call to the socket."""
+        return _copy_into(b, self.read1)
+
+    def peek(self, size: int = 0) -> bytes:
+        """Return buffered bytes without consuming them (one socket call if none)."""
+        with self._lock:
+            buffer = self._begin()
+            if self._stash:
+                return self._stash
+            return self._done(buffer.peek(size))
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        """Read one line, including its ``\\n``; at most `size` bytes if `size` >= 0."""
+        size = _check_size(size)
+        return self._read_through(b"\n", size, None)
+
+    def readexactly(self, n: int) -> bytes:
+        """Read exactly `n` bytes.
+
+        Raises:
+            IncompleteReadError: EOF came first; ``.partial`` holds what was read.
+                The socket stays as it was (at EOF).
+        """
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"n must be an int, not {type(n).__name__}")
+        if n < 0:
+            raise ValueError(f"n must be >= 0, not {n}")
+        data = self.read(n)
+        if len(data) < n:
+            raise IncompleteReadError(data, n)
+        return data
+
+    def readuntil(self, separator: bytes = b"\n", limit: int = DEFAULT_READUNTIL_LIMIT) -> bytes:
+        """Read up to and including `separator` (asyncio's ``StreamReader.readuntil``).
+
+        Raises:
+            IncompleteReadError: EOF came before the separator; ``.partial`` holds the bytes.
+            ValueError: `limit` bytes arrived without the separator; they stay unread.
+        """
+        if not isinstance(separator, (bytes, bytearray)):
+            raise TypeError(f"separator must be bytes, not {type(separator).__name__}")
+        if not separator:
+            raise ValueError("separator must not be empty")
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+        if limit < len(separator):
+            raise ValueError("limit must be at least the separator's length")
+        return self._read_through(bytes(separator), -1, limit)
+
+    def _read_through(self, separator: bytes, size: int, limit: Optional[int]) -> bytes:
+        """Consume through `separator`; see `readline` and `readuntil` for the rules."""
+        with self._lock:
+            buffer = self._begin()
+            gathered = bytearray(self._take_stash())
+            try:
+                found = _gather(buffer, gathered, separator, size, limit)
+            except BaseException:
+                self._keep([bytes(gathered)])
+                raise
+            if limit is not None:
+                if (found < 0 and len(gathered) >= limit + len(separator)) or (
+                    found - len(separator) > limit
+                ):
+                    self._keep([bytes(gathered)])
+                    raise ValueError(f"separator not found within the limit of {limit} bytes")
+                if found < 0:
+                    raise IncompleteReadError(bytes(gathered), len(gathered) + len(separator))
+            cut = found if found >= 0 else len(gathered)
+            if size >= 0:
+                cut = min(cut, size)
+            self._keep([bytes(gathered[cut:])])
+            return self._done(bytes(gathered[:cut]))
+
+    def __iter__(self) -> SocketReader:
+        if self._is_closed:
+            raise SocketClosedError("the readable side is closed")
+        return self
+
+    def readlines(self, hint: Optional[int] = -1) -> list[bytes]:
+        lines: list[bytes] = []
+        total = 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def close(self) -> None:
+        """Stop reading: later reads raise `SocketClosedError`; writing goes on."""
+        if self._is_closed:
+            return
+        self.detach_buffer()
+        self._connection.close_read()
+
+    def detach_buffer(self) -> None:
+        """Drop the buffer and make every later read raise (used by `Socket.close()`)."""
+        self._is_closed = True
+        self._unbind()
+        self._buffer = None
+        self._stash = b""
+
+    def detach(self) -> io.RawIOBase:
+        raise io.UnsupportedOperation("a SocketReader cannot be detached")
+
+    def __del__(self) -> None:
+        pass  # The connection's own finalizer closes it; dropping a stream must not.
+
+    def __repr__(self) -> str:
+        state = "closed" if self._is_closed else "open"
+        return f"<pysock.SocketReader {self._connection.endpoint} {state}>"
+
+
+class SocketWriter(io.BufferedIOBase):
+    """The writable side of a `Socket`: a binary file-like object.
+
+    `write()` returns once all bytes are handed to the kernel (a blocking write
+    is the backpressure). Writes from several threads are serialized.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        super().__init__()
+        self._connection = connection
+        self._lock = threading.Lock()
+        self._is_closed = False
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:  # type: ignore[override]
+        return self._is_closed
+
+    def write(self, b: Any) -> int:
+        """Send all of `b` (any bytes-like object); return its length in bytes.
+
+        Raises:
+            TypeError: `b` is a str or not bytes-like.
+            SocketClosedError: your code closed the socket or this stream.
+            SocketTimeout: the ``timeout`` passed; an unknown amount was sent and
+                the socket is broken (``closed`` fails).
+            BrokenSocketError: the peer reset the connection or went away.
+        """
+        if type(b) is bytes:
+            nbytes = len(b)
+        elif isinstance(b, str):
+            raise TypeError("write() needs a bytes-like object, not str: encode it first")
+        else:
+            try:
+                with memoryview(b) as view:
+                    nbytes = view.nbytes
+            except TypeError:
+                raise TypeError(
+                    f"write() needs a bytes-like object, not {type(b).__name__}"
+                ) from None
+        connection = self._connection
+        with self._lock:
+            if self._is_closed:
+                raise SocketClosedError("the writable side is closed")
+            if nbytes:
+                connection.send_all(b, connection.call_deadline())
+            elif not connection._write_ok:
+                connection._check_writable(connection.call_deadline())
+        return nbytes
+
+    def writelines(self, lines: Iterable[Any]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        """Nothing is buffered: every `write()` already reached the kernel."""
+        if self._is_closed:
+            raise SocketClosedError("the writable side is closed")
+
+    def close(self) -> None:
+        """Half-close: the peer sees EOF, reading goes on; later writes raise."""
+        if self._is_closed:
+            return
+        self._is_closed = True
+        self._connection.shutdown_write(SocketClosedError("the writable side was closed"))
+
+    def detach_stream(self) -> None:
+        self._is_closed = True
+
+    def detach(self) -> io.RawIOBase:
+        raise io.UnsupportedOperation("a SocketWriter cannot be detached")
+
+    def __del__(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._is_closed else "open"
+        return f"<pysock.SocketWriter {self._connection.endpoint} {state}>"
+
+
+def _check_size(size: Any) -> int:
+    if size is None:
+        return -1
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"size must be an int or None, not {type(size).__name__}")
+    return size if size >= 0 else -1
+
+
+def _copy_into(b: Any, read: Callable[[int], bytes]) -> int:
+    with memoryview(b) as view, view.cast("B") as target:
+        data = read(len(target))
+        target[: len(data)] = data
+        return len(data)
+
+
+def _gather(
+    buffer: io.BufferedReader,
+    gathered: bytearray,
+    separator: bytes,
+    size: int,
+    limit: Optional[int],
+) -> int:
+    """Move bytes from `buffer` into `gathered` through `separator`; return its end or -1.
+
+    Stops at EOF, after `size` bytes (`size` >= 0), or past `limit` bytes. Only
+    ``peek`` touches the socket; ``read(k)`` of already-buffered bytes cannot fail.
+    """
+    start = max(0, len(gathered) - len(separator) + 1)
+    end = gathered.find(separator, start)
+    while end < 0:
+        if 0 <= size <= len(gathered):
+            return -1
+        if limit is not None and len(gathered) >= limit + len(separator):
+            return -1
+        data = buffer.peek(1)
+        if not data:
+            return -1
+        if size >= 0:
+            data = data[: size - len(gathered)]
+        search_from = max(0, len(gathered) - len(separator) + 1)
+        probe = gathered[search_from:] + data
+        index = probe.find(separator)
+        if index >= 0:
+            take = search_from + index + len(separator) - len(gathered)
+            gathered += buffer.read(take)
+            return len(gathered)
+        gathered += buffer.read(len(data))
+    # The separator was already in the stash; the caller puts back what follows it.
+    return end + len(separator)
