@@ -1,0 +1,45 @@
+# Every target installs what it needs: `make test` and `make demo` work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install demo test test-all lint typecheck check bench soak docs clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $@
+
+demo: install
+	$(PY) -m pysock.demo
+
+test: install
+	$(PY) -m pytest
+
+test-all: install
+	@set -e; for v in 3.9 3.10 3.11 3.12 3.13; do \
+	  py=$$(ls -d "$$(pyenv root)"/versions/$$v.*/bin/python3 2>/dev/null | tail -1); \
+	  if [ -z "$$py" ]; then echo "Python $$v: not installed, skipped"; continue; fi; \
+	  echo "== Python $$v ($$py)"; \
+	  $$py -m venv .venv-$$v && .venv-$$v/bin/pip install --quiet -e '.[test]' && \
+	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider; \
+	done
+
+lint: install
+	$(VENV)/bin/ruff check pysock tests
+	$(VENV)/bin/ruff format --check pysock tests
+
+typecheck: install
+	$(VENV)/bin/mypy pysock tests
+
+check: lint typecheck test
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .venv-3.* build *.egg-info .mypy_cache .ruff_cache .pytest_cache
