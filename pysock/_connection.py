@@ -170,6 +170,10 @@ class Connection:
                 self._attempt = sock
             sock.setblocking(False)
             code = _start_connect(sock, sockaddr)
+            if code in _IN_PROGRESS and _writable_now(sock):
+                # Loopback and LAN connects are often done already: finishing
+                # here saves a round trip through the selector thread.
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if code in _IN_PROGRESS:
                 self._loop_holds = True
                 _loop.get_loop().call_soon_threadsafe(self._watch_connect_in_loop, sock)
@@ -232,11 +236,16 @@ class Connection:
             self.sock = sock
             self.info = info
             self.state = State.OPEN
-            self._read_ok = self._write_ok = True
+            # A stream closed while connecting stays closed (its close is applied now).
+            self._read_ok = not self._reader_closed
+            self._write_ok = not self._write_done
         self._cancel_deadline()
         self.opened.set_result(info)
         self._loop_holds = True
         _loop.get_loop().call_soon_threadsafe(self._watch_idle_in_loop)
+        if self._write_done:
+            self._shutdown_sock(socket.SHUT_WR)
+        self._maybe_finish()
 
     def _cancel_deadline(self) -> None:
         timer = self._deadline_timer
@@ -306,11 +315,13 @@ class Connection:
     def shutdown_write(self, reason: BaseException) -> None:
         """Close the write side: the peer sees EOF; later writes raise `reason`."""
         with self._lock:
-            if self._write_done or self.state is not State.OPEN:
+            if self._write_done or self.state not in (State.OPEN, State.CONNECTING):
                 return
             self._write_done = True
             self._write_ok = False
             self._write_error = reason
+            if self.state is State.CONNECTING:
+                return  # _opened() shuts the write side down.
         self._shutdown_sock(socket.SHUT_WR)
         self._maybe_finish()
 
@@ -321,9 +332,11 @@ class Connection:
             if self._read_error is None:
                 self._read_error = SocketClosedError("the readable side was closed")
             self._read_ok = False
-            if self.state is not State.OPEN:
+            if self.state not in (State.OPEN, State.CONNECTING):
                 return
             self._read_done = True
+            if self.state is State.CONNECTING:
+                return
         if self._reading:
             self._shutdown_sock(socket.SHUT_RD)
         self._maybe_finish()
@@ -352,7 +365,10 @@ class Connection:
                 return False
             old, self.state = self.state, new
             if new in TERMINAL:
-                self._read_ok = self._write_ok = False
+                # After a clean FINISHED, bytes that arrived before the peer's EOF stay readable.
+                self._write_ok = False
+                if event is not Event.FINISHED:
+                    self._read_ok = False
                 if new is State.BROKEN:
                     self._read_error = self._read_error or error
                     self._write_error = error
@@ -593,6 +609,12 @@ def _tune(sock: socket.socket) -> None:
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         # Request/response protocols (SMTP, Redis, PostgreSQL) stall on Nagle + delayed ACK.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _writable_now(sock: socket.socket) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    return bool(poller.poll(0))
 
 
 def _poller(sock: socket.socket, events: int) -> Any:

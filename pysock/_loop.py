@@ -177,22 +177,29 @@ class Loop:
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - monotonic())
             for key, events in self._selector.select(timeout):
-                ref = key.data
-                if ref is None:
-                    self._drain_wakeups()
-                    continue
-                target = ref()
-                if target is None:
-                    self.unwatch(key.fileobj)  # type: ignore[arg-type]
-                else:
-                    _guarded(target.on_ready_in_loop, events)
-            now = monotonic()
-            while self._timers and self._timers[0][0] <= now:
-                timer = heapq.heappop(self._timers)[2]
-                if not timer.cancelled:
-                    _guarded(timer.callback)
+                self._dispatch(key, events)
+            # Helpers, not inline code: no local of this frame may keep a
+            # forgotten socket alive while select() waits.
+            self._run_timers(monotonic())
             self._run_commands()
         self._close_resources()
+
+    def _dispatch(self, key: selectors.SelectorKey, events: int) -> None:
+        ref = key.data
+        if ref is None:
+            self._drain_wakeups()
+            return
+        target = ref()
+        if target is None:
+            self.unwatch(key.fileobj)  # type: ignore[arg-type]
+        else:
+            _guarded(target.on_ready_in_loop, events)
+
+    def _run_timers(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            timer = heapq.heappop(self._timers)[2]
+            if not timer.cancelled:
+                _guarded(timer.callback)
 
     def _drain_wakeups(self) -> None:
         try:

@@ -392,8 +392,7 @@ def _gather(
     Stops at EOF, after `size` bytes (`size` >= 0), or past `limit` bytes. Only
     ``peek`` touches the socket; ``read(k)`` of already-buffered bytes cannot fail.
     """
-    start = max(0, len(gathered) - len(separator) + 1)
-    end = gathered.find(separator, start)
+    end = gathered.find(separator)  # `gathered` starts as the stash: search all of it.
     while end < 0:
         if 0 <= size <= len(gathered):
             return -1

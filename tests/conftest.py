@@ -1,0 +1,109 @@
+"""Fixtures shared by every test: servers, and the leak checks every test passes."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+from typing import Callable, Iterator
+
+import pytest
+
+from pysock import _loop
+
+from ._servers import Blackhole, Server, echo
+
+# Threads pysock keeps for the whole process once started.
+_LONG_LIVED_THREADS = ("pysock-selector", "pysock-dns")
+
+
+def sync_loop() -> None:
+    """Wait until the selector thread has run every command queued so far (twice,
+    since a command may queue another)."""
+    for _ in range(2):
+        done = threading.Event()
+        _loop.get_loop().call_soon_threadsafe(done.set)
+        assert done.wait(10), "the selector thread did not answer"
+
+
+def _open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def _threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if not t.name.startswith(_LONG_LIVED_THREADS)}
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaks a descriptor or a thread."""
+    sync_loop()  # Starts the loop first, so its own descriptors are not counted.
+    gc.collect()
+    fds_before, threads_before = _open_fds(), _threads()
+    yield
+    gc.collect()
+    sync_loop()
+    leaked_fds: set[int] = set()
+    for _ in range(100):  # Peer threads may still be finishing: bounded wait.
+        leaked_fds = _open_fds() - fds_before
+        leaked_threads = _threads() - threads_before
+        if not leaked_fds and not leaked_threads:
+            return
+        threading.Event().wait(0.02)
+        sync_loop()
+    details = {fd: _describe_fd(fd) for fd in leaked_fds}
+    pytest.fail(f"leaked descriptors {details} / threads {leaked_threads}")
+
+
+def _describe_fd(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
+
+
+@pytest.fixture
+def echo_server() -> Iterator[Server]:
+    with Server(echo) as server:
+        yield server
+    _raise_peer_errors(server)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    """Start servers with a custom handler: ``server = serve(handler, host=...)``."""
+    servers: list[Server] = []
+
+    def start(handler: Callable[..., None], host: str = "127.0.0.1") -> Server:
+        server = Server(handler, host)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    for server in servers:
+        _raise_peer_errors(server)
+
+
+@pytest.fixture
+def blackhole() -> Iterator[Blackhole]:
+    hole = Blackhole()
+    yield hole
+    hole.close()
+
+
+def _raise_peer_errors(server: Server) -> None:
+    if server.errors:
+        raise server.errors[0]
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (bound and released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port

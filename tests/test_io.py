@@ -1,0 +1,266 @@
+"""SPEC section 3: reading and writing over plain TCP."""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import os
+import socket
+import threading
+from typing import Callable
+
+import pytest
+
+from pysock import (
+    BrokenSocketError,
+    IncompleteReadError,
+    SocketClosedError,
+    SocketReader,
+    SocketWriter,
+    connect,
+)
+
+from ._servers import Server, recv_all
+
+TIMEOUT = 10
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize("timeout", [None, TIMEOUT])
+def test_8_mib_each_way_with_one_reader_and_one_writer_thread(
+    echo_server: Server, timeout: float
+) -> None:
+    payload = os.urandom(8 * MiB)
+    received = hashlib.sha256()
+    with connect(echo_server.address, timeout=timeout) as sock:
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                view = memoryview(payload)
+                for start in range(0, len(payload), 100_000):
+                    sock.writable.write(view[start : start + 100_000])
+                sock.writable.close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        total = 0
+        while chunk := sock.readable.read1(65536):
+            received.update(chunk)
+            total += len(chunk)
+        writer.join(TIMEOUT)
+        assert errors == [] and not writer.is_alive()
+    assert total == len(payload)
+    assert received.digest() == hashlib.sha256(payload).digest()
+
+
+def test_streams_are_binary_buffered_io(echo_server: Server) -> None:
+    import io
+
+    with connect(echo_server.address) as sock:
+        assert isinstance(sock.readable, SocketReader)
+        assert isinstance(sock.readable, io.BufferedIOBase)
+        assert isinstance(sock.writable, SocketWriter)
+        assert isinstance(sock.writable, io.BufferedIOBase)
+        assert sock.readable.readable() and sock.writable.writable()
+        assert not sock.readable.seekable()
+
+
+def lines_then_eof(data: bytes) -> Callable[[socket.socket], None]:
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(data)
+
+    return handler
+
+
+@pytest.mark.parametrize("timeout", [None, TIMEOUT])
+def test_read_methods(serve: Callable[..., Server], timeout: float) -> None:
+    server = serve(lines_then_eof(b"one\ntwo\nthree\nfour=4;five\nsix\nseven"))
+    with connect(server.address, timeout=timeout) as sock:
+        reader = sock.readable
+        assert reader.readline() == b"one\n"
+        assert reader.readline(2) == b"tw"
+        assert reader.readline() == b"o\n"
+        assert reader.read(3) == b"thr"
+        buf = bytearray(3)
+        assert reader.readinto(buf) == 3 and buf == b"ee\n"
+        assert reader.readuntil(b"=4;") == b"four=4;"
+        assert reader.readexactly(5) == b"five\n"
+        assert list(reader) == [b"six\n", b"seven"]
+        assert reader.read() == b""
+
+
+@pytest.mark.parametrize("timeout", [None, TIMEOUT])
+def test_eof_returns_empty_bytes_every_time(serve: Callable[..., Server], timeout: float) -> None:
+    server = serve(lines_then_eof(b"last words"))
+    with connect(server.address, timeout=timeout, allow_half_open=True) as sock:
+        assert sock.readable.read() == b"last words"
+        for _ in range(3):
+            assert sock.readable.read() == b""
+            assert sock.readable.read(10) == b""
+            assert sock.readable.read1(10) == b""
+            assert sock.readable.readline() == b""
+            assert sock.readable.readinto(bytearray(4)) == 0
+            assert sock.readable.peek() == b""
+
+
+@pytest.mark.parametrize("timeout", [None, TIMEOUT])
+def test_readexactly_and_readuntil_at_eof(serve: Callable[..., Server], timeout: float) -> None:
+    server = serve(lines_then_eof(b"abcdef"))
+    with connect(server.address, timeout=timeout) as sock:
+        with pytest.raises(IncompleteReadError) as info:
+            sock.readable.readexactly(10)
+        assert info.value.partial == b"abcdef" and info.value.expected == 10
+    server2 = serve(lines_then_eof(b"no separator here"))
+    with connect(server2.address, timeout=timeout) as sock:
+        with pytest.raises(IncompleteReadError) as info:
+            sock.readable.readuntil(b"\r\n")
+        assert info.value.partial == b"no separator here"
+
+
+@pytest.mark.parametrize("timeout", [None, TIMEOUT])
+def test_readuntil_limit_leaves_the_data(serve: Callable[..., Server], timeout: float) -> None:
+    server = serve(lines_then_eof(b"x" * 100 + b"\r\n" + b"tail"))
+    with connect(server.address, timeout=timeout) as sock:
+        with pytest.raises(ValueError, match="limit of 50"):
+            sock.readable.readuntil(b"\r\n", limit=50)
+        assert sock.readable.readuntil(b"\r\n", limit=200) == b"x" * 100 + b"\r\n"
+        assert sock.readable.read() == b"tail"
+
+
+def test_readuntil_separator_across_chunks(serve: Callable[..., Server]) -> None:
+    def handler(conn: socket.socket) -> None:
+        for piece in [b"abc\r", b"\ndef", b"\r", b"\n"]:
+            conn.sendall(piece)
+            threading.Event().wait(0.02)
+
+    server = serve(handler)
+    with connect(server.address) as sock:
+        assert sock.readable.readuntil(b"\r\n") == b"abc\r\n"
+        assert sock.readable.readuntil(b"\r\n") == b"def\r\n"
+
+
+def test_read_argument_errors(echo_server: Server) -> None:
+    with connect(echo_server.address) as sock:
+        with pytest.raises(TypeError):
+            sock.readable.readexactly("3")  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            sock.readable.readexactly(-1)
+        with pytest.raises(TypeError):
+            sock.readable.readuntil("\n")  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            sock.readable.readuntil(b"")
+        with pytest.raises(TypeError):
+            sock.readable.read("1")  # type: ignore[arg-type]
+
+
+def test_write_accepts_any_bytes_like_and_returns_its_length(echo_server: Server) -> None:
+    with connect(echo_server.address) as sock:
+        numbers = array.array("i", [1, 2, 3])
+        assert sock.writable.write(b"ab") == 2
+        assert sock.writable.write(bytearray(b"cd")) == 2
+        assert sock.writable.write(memoryview(b"xefx")[1:3]) == 2
+        assert sock.writable.write(numbers) == numbers.itemsize * 3
+        assert sock.writable.write(b"") == 0
+        sock.writable.writelines([b"g", b"h"])
+        sock.writable.flush()
+        expected = b"abcdef" + numbers.tobytes() + b"gh"
+        assert sock.readable.readexactly(len(expected)) == expected
+
+
+def test_write_str_is_a_type_error(echo_server: Server) -> None:
+    with connect(echo_server.address) as sock:
+        with pytest.raises(TypeError, match="not str"):
+            sock.writable.write("text")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            sock.writable.write(12)  # type: ignore[arg-type]
+
+
+def test_concurrent_reads_are_never_interleaved(serve: Callable[..., Server]) -> None:
+    blocks = [bytes([i]) * 10_000 for i in range(40)]
+    server = serve(lines_then_eof(b"".join(blocks)))
+    got: list[bytes] = []
+    with connect(server.address) as sock:
+
+        def read() -> None:
+            while True:
+                try:
+                    got.append(sock.readable.readexactly(10_000))
+                except IncompleteReadError:
+                    return
+
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+    assert sorted(got) == sorted(blocks)
+
+
+def test_concurrent_writes_are_never_interleaved(serve: Callable[..., Server]) -> None:
+    received: list[bytes] = []
+    server = serve(lambda conn: received.append(recv_all(conn)))
+    blocks = [bytes([i]) * 300_000 for i in range(8)]
+    with connect(server.address) as sock:
+        threads = [threading.Thread(target=sock.writable.write, args=(b,)) for b in blocks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        sock.writable.close()
+        sock.closed.result(TIMEOUT)
+    server.stop()
+    data = received[0]
+    pieces = [data[i : i + 300_000] for i in range(0, len(data), 300_000)]
+    assert sorted(pieces) == sorted(blocks)
+
+
+def test_peer_reset_breaks_reads(serve: Callable[..., Server]) -> None:
+    def reset(conn: socket.socket) -> None:
+        conn.recv(10)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    server = serve(reset)
+    with connect(server.address) as sock:
+        sock.writable.write(b"hi")
+        error = sock.closed.exception(TIMEOUT)
+        assert isinstance(error, BrokenSocketError)
+        with pytest.raises(BrokenSocketError):
+            sock.readable.read(1)
+        with pytest.raises(BrokenSocketError):
+            sock.writable.write(b"more")
+
+
+def test_readable_close_stops_reading_but_not_writing(serve: Callable[..., Server]) -> None:
+    received: list[bytes] = []
+    server = serve(lambda conn: received.append(recv_all(conn)))
+    with connect(server.address) as sock:
+        sock.readable.close()
+        assert sock.readable.closed
+        with pytest.raises(SocketClosedError):
+            sock.readable.read(1)
+        with pytest.raises(SocketClosedError):
+            sock.readable.readline()
+        sock.writable.write(b"still writing")
+        sock.writable.close()
+        assert sock.closed.result(TIMEOUT) is None
+    server.stop()
+    assert received == [b"still writing"]
+
+
+def test_writable_close_half_closes(serve: Callable[..., Server]) -> None:
+    def answer_after_eof(conn: socket.socket) -> None:
+        request = recv_all(conn)
+        conn.sendall(b"got " + request)
+
+    server = serve(answer_after_eof)
+    with connect(server.address) as sock:
+        sock.writable.write(b"question")
+        sock.writable.close()
+        assert sock.writable.closed
+        with pytest.raises(SocketClosedError):
+            sock.writable.write(b"more")
+        assert sock.readable.read() == b"got question"
+        assert sock.closed.result(TIMEOUT) is None

@@ -1,0 +1,213 @@
+"""Opening: address forms, futures, refused ports, deadlines, write before open."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+import pytest
+
+import pysock
+from pysock import ConnectError, SocketClosedError, SocketInfo, SocketTimeout, connect
+
+from ._servers import Blackhole, Server, echo
+
+TIMEOUT = 10
+
+
+@pytest.fixture
+def v6_echo_server() -> Any:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with Server(echo, host="::1") as server:
+        yield server
+
+
+def address_forms(port: int) -> list[Any]:
+    return [
+        f"127.0.0.1:{port}",
+        ("127.0.0.1", port),
+        {"hostname": "127.0.0.1", "port": port},
+        f"localhost:{port}",
+        {"hostname": "localhost", "port": port},
+    ]
+
+
+@pytest.mark.parametrize("form", range(5))
+def test_every_ipv4_address_form_connects(echo_server: Server, form: int) -> None:
+    address = address_forms(echo_server.port)[form]
+    with connect(address) as sock:
+        info = sock.opened.result(TIMEOUT)
+        assert info == SocketInfo(f"127.0.0.1:{echo_server.port}", info.local_address, None)
+        assert info.local_address.startswith("127.0.0.1:")
+        sock.writable.write(b"ping")
+        assert sock.readable.readexactly(4) == b"ping"
+
+
+@pytest.mark.parametrize("kind", ["string", "tuple", "dict"])
+def test_ipv6_address_forms_connect(v6_echo_server: Server, kind: str) -> None:
+    port = v6_echo_server.port
+    address = {
+        "string": f"[::1]:{port}",
+        "tuple": ("::1", port),
+        "dict": {"hostname": "::1", "port": port},
+    }[kind]
+    with connect(address) as sock:  # type: ignore[arg-type]
+        info = sock.opened.result(TIMEOUT)
+        assert info.remote_address == f"[::1]:{port}"
+        assert info.local_address.startswith("[::1]:")
+        sock.writable.write(b"six")
+        assert sock.readable.readexactly(3) == b"six"
+
+
+def test_connect_returns_before_the_connection_opens(blackhole: Blackhole) -> None:
+    started = time.monotonic()
+    sock = connect(blackhole.address)
+    assert time.monotonic() - started < 1
+    assert not sock.opened.done()
+    assert repr(sock) == f"<pysock.Socket {blackhole.address} off connecting>"
+    sock.close()
+    with pytest.raises(SocketClosedError, match="closed while connecting"):
+        sock.opened.result(TIMEOUT)
+    assert sock.closed.result(0) is None
+
+
+def test_a_slow_lookup_does_not_stall_connect(echo_server: Server) -> None:
+    # "localhost" goes through the DNS workers; connect() must not wait for them.
+    with connect(("localhost", echo_server.port)) as sock:
+        assert sock.opened.result(TIMEOUT).remote_address == f"127.0.0.1:{echo_server.port}"
+
+
+def test_refused_port(unused_port: int) -> None:
+    sock = connect(("127.0.0.1", unused_port))
+    with pytest.raises(ConnectError) as info:
+        sock.opened.result(TIMEOUT)
+    error = info.value
+    assert error.errno == errno.ECONNREFUSED
+    assert f"127.0.0.1:{unused_port}" in str(error)
+    assert isinstance(error.__cause__, OSError)
+    assert isinstance(error, ConnectionError)
+    # closed fails with the same error; reads and writes raise it too.
+    assert sock.closed.exception(TIMEOUT) is error
+    with pytest.raises(ConnectError) as from_read:
+        sock.readable.read(1)
+    assert from_read.value is error
+    with pytest.raises(ConnectError) as from_write:
+        sock.writable.write(b"x")
+    assert from_write.value is error
+    sock.close()
+
+
+def test_unresolvable_name() -> None:
+    sock = connect("name-that-does-not-exist.invalid:80")
+    error = sock.opened.exception(TIMEOUT)
+    assert isinstance(error, ConnectError)
+    assert "name-that-does-not-exist.invalid:80" in str(error)
+    assert isinstance(error.__cause__, socket.gaierror)
+    sock.close()
+
+
+def test_connect_timeout_fires(blackhole: Blackhole) -> None:
+    started = time.monotonic()
+    sock = connect(blackhole.address, connect_timeout=0.3)
+    error = sock.opened.exception(TIMEOUT)
+    assert isinstance(error, SocketTimeout) and isinstance(error, TimeoutError)
+    assert blackhole.address in str(error)
+    assert 0.25 < time.monotonic() - started < 5
+    assert sock.closed.exception(0) is error
+    sock.close()
+
+
+def test_timeout_is_the_default_connect_timeout(blackhole: Blackhole) -> None:
+    sock = connect(blackhole.address, timeout=0.2)
+    assert isinstance(sock.opened.exception(TIMEOUT), SocketTimeout)
+    sock.close()
+
+
+def test_read_before_open_waits_then_raises_the_open_error(blackhole: Blackhole) -> None:
+    sock = connect(blackhole.address, connect_timeout=0.3)
+    with pytest.raises(SocketTimeout):
+        sock.readable.read(1)
+    sock.close()
+
+
+def test_write_before_open_is_sent_once_open(blackhole: Blackhole) -> None:
+    sock = connect(blackhole.address, connect_timeout=TIMEOUT)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            sock.writable.write(b"early bird")
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join(0.2)
+    assert writer.is_alive() and not sock.opened.done()
+    # Make room in the accept queue: the client's retransmitted SYN gets through.
+    accepted = drain_accept_queue(blackhole, until=lambda: not writer.is_alive())
+    try:
+        writer.join(TIMEOUT)
+        assert not writer.is_alive() and errors == []
+        local = sock.opened.result(TIMEOUT).local_address
+        hole_address = blackhole.listener
+        while not any("%s:%d" % c.getpeername()[:2] == local for c in accepted):
+            hole_address.settimeout(TIMEOUT)
+            accepted.append(hole_address.accept()[0])
+        peer = next(c for c in accepted if "%s:%d" % c.getpeername()[:2] == local)
+        peer.settimeout(TIMEOUT)
+        assert peer.recv(100) == b"early bird"
+    finally:
+        for conn in accepted:
+            conn.close()
+        sock.close()
+
+
+def test_opened_callbacks_run(echo_server: Server) -> None:
+    seen = threading.Event()
+    with connect(echo_server.address) as sock:
+        sock.opened.add_done_callback(lambda future: seen.set())
+        assert seen.wait(TIMEOUT)
+
+
+def test_exports() -> None:
+    for name in ["connect", "Socket", "SocketInfo", "TLSInfo", "SocketReader", "SocketWriter"]:
+        assert name in pysock.__all__
+    for error in ["PysockError", "SocketClosedError", "ConnectError", "BrokenSocketError"]:
+        assert getattr(pysock, error) is getattr(pysock.errors, error)
+    assert issubclass(pysock.SocketClosedError, ValueError)
+    assert issubclass(pysock.SocketTimeout, TimeoutError)
+    assert issubclass(pysock.IncompleteReadError, EOFError)
+    assert issubclass(pysock.TLSError, ConnectionError)
+    assert not issubclass(pysock.StartTlsError, OSError)
+
+
+def test_socket_info_is_frozen(echo_server: Server) -> None:
+    with connect(echo_server.address) as sock:
+        info = sock.opened.result(TIMEOUT)
+        with pytest.raises(AttributeError):
+            info.alpn = "h2"  # type: ignore[misc]
+
+
+def test_loopback_connect_is_done_by_the_caller(echo_server: Server) -> None:
+    # An IP literal is connected in connect() itself; the loop thread is not needed.
+    with connect(echo_server.address) as sock:
+        sock.opened.result(TIMEOUT)
+        assert [t.name for t in threading.enumerate()].count("pysock-selector") == 1
+
+
+def drain_accept_queue(hole: Blackhole, until: Callable[[], bool]) -> list[socket.socket]:
+    """Accept whatever arrives (the client's SYN is retransmitted after about 1 s)."""
+    accepted: list[socket.socket] = []
+    hole.listener.settimeout(0.1)
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and not until():
+        try:
+            accepted.append(hole.listener.accept()[0])
+        except socket.timeout:
+            pass
+    return accepted

@@ -1,0 +1,189 @@
+"""SPEC section 6: one selector thread, fork, garbage collection, interrupts."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import socket
+import threading
+import time
+import warnings
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from pysock import SocketClosedError, connect
+
+from ._servers import Server
+
+TIMEOUT = 10
+
+
+def selector_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "pysock-selector"]
+
+
+def test_one_selector_thread_serves_every_socket(echo_server: Server) -> None:
+    sockets = [connect(echo_server.address) for _ in range(20)]
+    try:
+        for sock in sockets:
+            sock.opened.result(TIMEOUT)
+        assert len(selector_threads()) == 1
+        assert selector_threads()[0].daemon
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_the_loop_is_not_started_at_import() -> None:
+    import subprocess
+    import sys
+
+    code = "import threading, pysock; print(len(threading.enumerate()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=TIMEOUT)
+    assert out.stdout.strip() == b"1", out.stderr
+
+
+def test_forgotten_socket_warns_and_closes(serve: Callable[..., Server]) -> None:
+    eof = threading.Event()
+    server = serve(lambda conn: conn.recv(10) == b"" and eof.set())
+    sock = connect(server.address)
+    sock.opened.result(TIMEOUT)
+    with pytest.warns(ResourceWarning, match="unclosed pysock socket"):
+        del sock
+        gc.collect()
+    assert eof.wait(TIMEOUT)  # the peer saw the connection end
+
+
+def test_a_readable_alone_keeps_its_socket_alive(serve: Callable[..., Server]) -> None:
+    server = serve(lambda conn: conn.sendall(b"streamed body"))
+    readable = connect(server.address).readable
+    gc.collect()
+    assert readable.read() == b"streamed body"
+    # The peer's EOF ended the connection: dropping it releases the descriptor quietly.
+    del readable
+    gc.collect()
+
+
+def test_an_ended_connection_is_released_without_warning(serve: Callable[..., Server]) -> None:
+    server = serve(lambda conn: conn.sendall(b"done"))
+    sock = connect(server.address)
+    assert sock.readable.read() == b"done"
+    assert sock.closed.result(TIMEOUT) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        del sock
+        gc.collect()
+
+
+def test_the_loop_holds_no_strong_reference(echo_server: Server) -> None:
+    import weakref
+
+    sock = connect(echo_server.address)
+    sock.opened.result(TIMEOUT)
+    ref = weakref.ref(sock._connection)
+    with pytest.warns(ResourceWarning):
+        del sock
+        gc.collect()
+    assert ref() is None
+
+
+@pytest.fixture
+def alarm() -> Iterator[Callable[[float], None]]:
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    yield lambda seconds: signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_an_interrupt_stops_a_blocked_read_promptly(
+    serve: Callable[..., Server], alarm: Callable[[float], None], timeout: float
+) -> None:
+    server = serve(lambda conn: conn.recv(10))
+    with connect(server.address, timeout=timeout) as sock:
+        sock.opened.result(TIMEOUT)
+        started = time.monotonic()
+        alarm(0.2)
+        with pytest.raises(KeyboardInterrupt):
+            sock.readable.read(1)
+        assert time.monotonic() - started < 1.5
+        sock.writable.write(b"the socket still works")
+
+
+def test_an_interrupt_mid_write_breaks_the_socket(
+    serve: Callable[..., Server], alarm: Callable[[float], None]
+) -> None:
+    release = threading.Event()
+    server = serve(lambda conn: release.wait(TIMEOUT))
+    with connect(server.address) as sock:
+        sock.opened.result(TIMEOUT)
+        alarm(0.2)
+        with pytest.raises(KeyboardInterrupt):
+            sock.writable.write(b"x" * 64 * 1024 * 1024)
+        assert isinstance(sock.closed.exception(TIMEOUT), ConnectionError)
+    release.set()
+
+
+def test_fork_child_gets_a_fresh_loop_and_leaves_the_parents_sockets(
+    echo_server: Server,
+) -> None:
+    parent_sock = connect(echo_server.address)
+    parent_sock.writable.write(b"before fork ")
+    assert parent_sock.readable.readexactly(12) == b"before fork "
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.close(read_end)
+        status = 1
+        try:
+            status = _child(parent_sock, echo_server.address)
+        finally:
+            os.write(write_end, bytes([status]))
+            os._exit(status)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as report:
+            status = report.read(1)
+        _, wait_status = os.waitpid(pid, 0)
+        assert status == b"\x00" and os.waitstatus_to_exitcode(wait_status) == 0
+        # The child never shut the parent's connection down.
+        parent_sock.writable.write(b"after fork")
+        assert parent_sock.readable.readexactly(10) == b"after fork"
+    finally:
+        parent_sock.close()
+
+
+def _child(inherited: Any, address: str) -> int:
+    try:
+        inherited.readable.read(1)
+        return 2
+    except SocketClosedError:
+        pass
+    try:
+        inherited.writable.write(b"x")
+        return 3
+    except SocketClosedError:
+        pass
+    with connect(address) as fresh:
+        fresh.writable.write(b"child")
+        if fresh.readable.readexactly(5) != b"child":
+            return 4
+    if len(selector_threads()) != 1:
+        return 5
+    inherited.close()
+    return 0
+
+
+def test_close_from_a_done_callback(echo_server: Server) -> None:
+    sock = connect(echo_server.address)
+    done = threading.Event()
+    sock.opened.add_done_callback(lambda f: (sock.close(), done.set()))
+    assert done.wait(TIMEOUT)
+    assert sock.closed.done()
+
+
