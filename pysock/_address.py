@@ -95,8 +95,7 @@ def _split_host_port(text: str) -> tuple[str, int]:
             raise ValueError(f"address {text!r} is missing its port ('host:port')")
         if ":" in host:
             raise ValueError(
-                f"malformed address {text!r}: an IPv6 literal must be bracketed, "
-                "as in '[::1]:80'"
+                f"malformed address {text!r}: an IPv6 literal must be bracketed, as in '[::1]:80'"
             )
     if not port_text.isdigit() or not port_text.isascii():
         raise ValueError(f"malformed port {port_text!r} in address {text!r}")

@@ -151,7 +151,9 @@ class Connection:
         self._try_next_address()
 
     def _on_resolve_failed(self, exc: OSError) -> None:
-        message = f"cannot resolve {self.endpoint.host!r} for {self.endpoint}: {exc.strerror or exc}"
+        message = (
+            f"cannot resolve {self.endpoint.host!r} for {self.endpoint}: {exc.strerror or exc}"
+        )
         self._fail_open(ConnectError(message, exc.errno), exc)
 
     def _try_next_address(self) -> None:
@@ -342,9 +344,10 @@ class Connection:
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
-        if self._read_done and self._write_done and self._transition(Event.FINISHED):
-            if isinstance(self._read_error, SocketClosedError):
-                self._release()  # Nothing left to read: give the descriptor back now.
+        finished = self._read_done and self._write_done and self._transition(Event.FINISHED)
+        if finished and self._reader_closed and not self._closing:
+            self._closing = True
+            self._release()  # Nothing is left to read: give the descriptor back now.
 
     def _shutdown_sock(self, how: int) -> None:
         sock = self.sock
@@ -374,14 +377,18 @@ class Connection:
                     self._write_error = error
                 elif new is State.UPGRADED:
                     self._read_error = self._write_error = SocketClosedError(
-                        "start_tls() took this socket's connection over; use the socket it returned"
+                        "start_tls() took this connection over; use the socket it returned"
                     )
                 elif event is Event.CLOSE:
-                    self._read_error = self._write_error = SocketClosedError("the socket is closed")
+                    self._read_error = self._write_error = SocketClosedError(
+                        "the socket is closed"
+                    )
         if old is State.CONNECTING:
             self._cancel_deadline()
             if new is not State.OPEN:
-                exc = error or SocketClosedError(f"the socket was closed while connecting to {self.endpoint}")
+                exc = error or SocketClosedError(
+                    f"the socket was closed while connecting to {self.endpoint}"
+                )
                 _set_exception(self.opened, exc)
         if new is State.BROKEN:
             _set_exception(self.closed, error or BrokenSocketError("the connection broke"))
@@ -405,7 +412,9 @@ class Connection:
 
     def _broken_by(self, exc: BaseException, message: Optional[str] = None) -> BrokenSocketError:
         """The peer or network broke the connection: fail it and return the error to raise."""
-        error = BrokenSocketError(message or f"connection to {self.endpoint} broken: {_describe(exc)}")
+        error = BrokenSocketError(
+            message or f"connection to {self.endpoint} broken: {_describe(exc)}"
+        )
         error.__cause__ = exc
         if self._transition(Event.FAIL, error):
             self._shutdown_sock(socket.SHUT_RDWR)
@@ -463,9 +472,8 @@ class Connection:
         if self._inherited or self._closing:
             return
         if self.state not in TERMINAL:
-            warnings.warn(
-                f"unclosed pysock socket to {self.endpoint}", ResourceWarning, source=self
-            )
+            message = f"unclosed pysock socket to {self.endpoint}"
+            warnings.warn(message, ResourceWarning, stacklevel=2, source=self)
         # A connection that already ended (peer EOF, reset) only needs its descriptor back.
         self.close()
 
@@ -495,7 +503,9 @@ class Connection:
             if self._release_pending:
                 self._after_call()
 
-    def _recv_into_nonblocking(self, sock: socket.socket, buffer: Any, deadline: ReadDeadline) -> int:
+    def _recv_into_nonblocking(
+        self, sock: socket.socket, buffer: Any, deadline: ReadDeadline
+    ) -> int:
         while True:
             try:
                 return sock.recv_into(buffer)
@@ -531,9 +541,8 @@ class Connection:
         try:
             self.opened.result(timeout)
         except concurrent.futures.TimeoutError:
-            raise SocketTimeout(
-                f"{what} timed out after {self.options.timeout}s waiting for the connection to open"
-            ) from None
+            message = f"{what} timed out after {self.options.timeout}s waiting for the open"
+            raise SocketTimeout(message) from None
         except concurrent.futures.CancelledError:
             raise SocketClosedError("the socket is closed") from None
 
@@ -565,10 +574,14 @@ class Connection:
                 raise self._write_error from exc
             raise self._broken_by(exc) from exc
         except BaseException as exc:  # KeyboardInterrupt mid-write: unknown amount sent.
-            self._broken_by(exc, f"write to {self.endpoint} was interrupted; an unknown amount was sent")
+            self._broken_by(
+                exc, f"write to {self.endpoint} was interrupted; an unknown amount was sent"
+            )
             raise
 
-    def _send_all_nonblocking(self, sock: socket.socket, data: Any, deadline: ReadDeadline) -> None:
+    def _send_all_nonblocking(
+        self, sock: socket.socket, data: Any, deadline: ReadDeadline
+    ) -> None:
         with memoryview(data) as view, view.cast("B") as octets:
             total = len(octets)
             sent = 0
@@ -628,9 +641,9 @@ def _wait(poller: Any, deadline: ReadDeadline, what: str, timeout: Optional[floa
         poller.poll()
         return
     remaining = deadline - time.monotonic()
-    if remaining <= 0 or not poller.poll(math.ceil(remaining * 1000)):
-        if time.monotonic() >= deadline:
-            raise SocketTimeout(f"{what} timed out after {timeout}s")
+    ready = remaining > 0 and poller.poll(math.ceil(remaining * 1000))
+    if not ready and time.monotonic() >= deadline:
+        raise SocketTimeout(f"{what} timed out after {timeout}s")
 
 
 def _describe(exc: BaseException) -> str:
@@ -670,7 +683,10 @@ def _resolve(ref: weakref.ref[Connection], host: str, port: int) -> None:
         return
     connection = ref()
     if connection is not None:
-        addresses: list[tuple[int, Sockaddr]] = [(info[0], info[4]) for info in infos]
+        addresses: list[tuple[int, Sockaddr]] = [
+            (info[0], info[4])  # type: ignore[misc]  # SOCK_STREAM + AF_INET/6: (host, port, ...)
+            for info in infos
+        ]
         connection._on_resolved(addresses)
 
 

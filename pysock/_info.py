@@ -54,4 +54,6 @@ def format_sockaddr(sockaddr: Any) -> str:
 
 def socket_info(sock: socket.socket, alpn: Optional[str] = None) -> SocketInfo:
     """Read both endpoints of a connected socket."""
-    return SocketInfo(format_sockaddr(sock.getpeername()), format_sockaddr(sock.getsockname()), alpn)
+    return SocketInfo(
+        format_sockaddr(sock.getpeername()), format_sockaddr(sock.getsockname()), alpn
+    )

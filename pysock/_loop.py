@@ -244,10 +244,10 @@ def _guarded(callback: Callable[..., None], *args: Any) -> None:
 
 class _Unraisable:
     def __init__(self, exc: BaseException, obj: object) -> None:
-        self.exc_type = type(exc)
-        self.exc_value = exc
+        self.exc_type: type[BaseException] = type(exc)
+        self.exc_value: Optional[BaseException] = exc
         self.exc_traceback = exc.__traceback__
-        self.err_msg = "pysock: exception in the selector thread"
+        self.err_msg: Optional[str] = "pysock: exception in the selector thread"
         self.object = obj
 
 

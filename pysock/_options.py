@@ -86,7 +86,9 @@ def _validate(raw: dict[str, Any]) -> Options:
     if not isinstance(transport, str):
         raise TypeError(f"secure_transport must be a str, not {type(transport).__name__}")
     if transport not in _SECURE_TRANSPORTS:
-        raise ValueError(f"secure_transport must be one of 'off', 'on', 'starttls', not {transport!r}")
+        raise ValueError(
+            f"secure_transport must be one of 'off', 'on', 'starttls', not {transport!r}"
+        )
     half_open = raw.get("allow_half_open", False)
     if not isinstance(half_open, bool):
         raise TypeError(f"allow_half_open must be a bool, not {type(half_open).__name__}")

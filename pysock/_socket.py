@@ -123,8 +123,5 @@ class Socket:
     def __repr__(self) -> str:
         connection = self._connection
         state = connection.state
-        if state is State.CONNECTING or state is State.OPEN:
-            shown = state.value
-        else:
-            shown = "closed"
+        shown = state.value if state in (State.CONNECTING, State.OPEN) else "closed"
         return f"<pysock.Socket {connection.endpoint} {self.secure_transport} {shown}>"

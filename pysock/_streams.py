@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import io
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Optional, TypeVar
+
+from typing_extensions import Buffer
 
 from .errors import IncompleteReadError, SocketClosedError
 
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from ._connection import Connection
 
 __all__ = ["SocketReader", "SocketWriter"]
+
+_T = TypeVar("_T")
 
 # One raw read moves up to this much: large enough that bulk transfers run at
 # memcpy speed, small enough to be cheap for each of thousands of busy sockets.
@@ -116,7 +120,7 @@ class SocketReader(io.BufferedIOBase):
         data, self._stash = self._stash, b""
         return data
 
-    def _done(self, result: Any) -> Any:
+    def _done(self, result: _T) -> _T:
         if not self._stash:
             self._maybe_bind()
         return result
@@ -127,7 +131,7 @@ class SocketReader(io.BufferedIOBase):
         return True
 
     @property
-    def closed(self) -> bool:  # type: ignore[override]
+    def closed(self) -> bool:
         return self._is_closed
 
     def read(self, size: Optional[int] = -1) -> bytes:
@@ -300,10 +304,10 @@ class SocketWriter(io.BufferedIOBase):
         return True
 
     @property
-    def closed(self) -> bool:  # type: ignore[override]
+    def closed(self) -> bool:
         return self._is_closed
 
-    def write(self, b: Any) -> int:
+    def write(self, b: Buffer) -> int:
         """Send all of `b` (any bytes-like object); return its length in bytes.
 
         Raises:
@@ -335,7 +339,7 @@ class SocketWriter(io.BufferedIOBase):
                 connection._check_writable(connection.call_deadline())
         return nbytes
 
-    def writelines(self, lines: Iterable[Any]) -> None:
+    def writelines(self, lines: Iterable[Buffer]) -> None:
         for line in lines:
             self.write(line)
 

@@ -9,21 +9,10 @@ from typing import Callable, Iterator
 
 import pytest
 
-from pysock import _loop
-
-from ._servers import Blackhole, Server, echo
+from ._servers import Blackhole, Server, echo, sync_loop
 
 # Threads pysock keeps for the whole process once started.
 _LONG_LIVED_THREADS = ("pysock-selector", "pysock-dns")
-
-
-def sync_loop() -> None:
-    """Wait until the selector thread has run every command queued so far (twice,
-    since a command may queue another)."""
-    for _ in range(2):
-        done = threading.Event()
-        _loop.get_loop().call_soon_threadsafe(done.set)
-        assert done.wait(10), "the selector thread did not answer"
 
 
 def _open_fds() -> set[int]:

@@ -85,7 +85,7 @@ def test_a_key_given_both_ways_is_a_type_error() -> None:
 
 def test_options_must_be_a_mapping() -> None:
     with pytest.raises(TypeError, match="options must be a SocketOptions dict"):
-        connect("localhost:80", ["timeout"])  # type: ignore[call-overload]
+        connect("localhost:80", ["timeout"])  # type: ignore[arg-type]
 
 
 def test_alpn_with_own_context_is_a_value_error() -> None:

@@ -82,9 +82,9 @@ def test_close_wakes_a_read_waiting_for_the_open(blackhole: Blackhole) -> None:
 def test_close_is_idempotent_and_completes_closed(echo_server: Server) -> None:
     sock = connect(echo_server.address)
     sock.opened.result(TIMEOUT)
-    assert sock.close() is None
+    sock.close()
     assert sock.closed.done() and sock.closed.result() is None
-    assert sock.close() is None
+    sock.close()  # idempotent
     for call in (
         lambda: sock.readable.read(1),
         lambda: sock.readable.readline(),

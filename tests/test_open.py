@@ -155,10 +155,10 @@ def test_write_before_open_is_sent_once_open(blackhole: Blackhole) -> None:
         assert not writer.is_alive() and errors == []
         local = sock.opened.result(TIMEOUT).local_address
         hole_address = blackhole.listener
-        while not any("%s:%d" % c.getpeername()[:2] == local for c in accepted):
+        while not any("{}:{}".format(*c.getpeername()[:2]) == local for c in accepted):
             hole_address.settimeout(TIMEOUT)
             accepted.append(hole_address.accept()[0])
-        peer = next(c for c in accepted if "%s:%d" % c.getpeername()[:2] == local)
+        peer = next(c for c in accepted if "{}:{}".format(*c.getpeername()[:2]) == local)
         peer.settimeout(TIMEOUT)
         assert peer.recv(100) == b"early bird"
     finally:
