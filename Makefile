@@ -39,6 +39,7 @@ typecheck: install
 check: lint typecheck test
 
 bench: install
+	-$(PY) -m pip install --quiet -e '.[bench]'  # trio and matplotlib: optional, where they install
 	$(PY) -m bench
 
 clean:
