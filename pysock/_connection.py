@@ -46,7 +46,7 @@ from typing import Any, Final, Optional, Union
 
 from . import _loop
 from ._address import Endpoint
-from ._info import SocketInfo, socket_info
+from ._info import SocketInfo, TLSInfo, socket_info
 from ._options import Options
 from ._state import TERMINAL, Event, State, next_state
 from .errors import (
@@ -117,6 +117,8 @@ class Connection:
         self._addresses: list[tuple[int, Sockaddr]] = []
         self._errors: list[OSError] = []
         self._deadline_timer: Optional[_loop.Timer] = None
+        self._connect_deadline: Optional[float] = None
+        self.tls: Optional[TLSInfo] = None
         self._rpoll: Any = None
         self._wpoll: Any = None
         self._blocking = options.timeout is None
@@ -137,10 +139,15 @@ class Connection:
             self._loop_holds = True
             _dns_executor().submit(_resolve, ref, endpoint.host, endpoint.port)
         if self.state is State.CONNECTING and self._connect_deadline is not None:
-            ref = weakref.ref(self)
-            self._deadline_timer = _loop.get_loop().call_at_threadsafe(
-                self._connect_deadline, lambda: _call_if_alive(ref, "_on_connect_deadline")
-            )
+            self.schedule_connect_deadline()
+
+    def schedule_connect_deadline(self) -> None:
+        """Fail the opening with `SocketTimeout` at ``_connect_deadline``."""
+        assert self._connect_deadline is not None
+        ref = weakref.ref(self)
+        self._deadline_timer = _loop.get_loop().call_at_threadsafe(
+            self._connect_deadline, lambda: _call_if_alive(ref, "_on_connect_deadline")
+        )
 
     def _on_resolved(self, addresses: list[tuple[int, Sockaddr]]) -> None:
         """DNS worker: start the attempts (one at a time; see issue on happy eyeballs)."""
@@ -231,6 +238,7 @@ class Connection:
         self._opened(sock, info)
 
     def _opened(self, sock: socket.socket, info: SocketInfo) -> None:
+        """Enter OPEN (any thread). TLS calls this after its handshake."""
         with self._lock:
             if self.state is not State.CONNECTING:
                 return
@@ -246,7 +254,7 @@ class Connection:
         self._loop_holds = True
         _loop.get_loop().call_soon_threadsafe(self._watch_idle_in_loop)
         if self._write_done:
-            self._shutdown_sock(socket.SHUT_WR)
+            self._send_eof()
         self._maybe_finish()
 
     def _cancel_deadline(self) -> None:
@@ -324,7 +332,7 @@ class Connection:
             self._write_error = reason
             if self.state is State.CONNECTING:
                 return  # _opened() shuts the write side down.
-        self._shutdown_sock(socket.SHUT_WR)
+        self._send_eof()
         self._maybe_finish()
 
     def close_read(self) -> None:
@@ -342,6 +350,13 @@ class Connection:
         if self._reading:
             self._shutdown_sock(socket.SHUT_RD)
         self._maybe_finish()
+
+    def _send_eof(self) -> None:
+        """Tell the peer we are done writing (TLS adds close_notify first)."""
+        self._shutdown_sock(socket.SHUT_WR)
+
+    def check_half_close(self) -> None:
+        """Raise if ``writable.close()`` cannot half-close this connection."""
 
     def _maybe_finish(self) -> None:
         finished = self._read_done and self._write_done and self._transition(Event.FINISHED)
@@ -395,6 +410,20 @@ class Connection:
         elif new in TERMINAL:
             _set_result(self.closed)
         return True
+
+    def take_over(self) -> socket.socket:
+        """`start_tls()`: hand the stdlib socket to a new connection; this one is UPGRADED.
+
+        The selector registration moves with the socket: the new connection's
+        first registration replaces this one's (see `Loop.watch`).
+        """
+        with self._lock:
+            sock = self.sock
+            assert sock is not None and self.state is State.OPEN
+            self.sock = None
+        self._transition(Event.UPGRADE)
+        self._closing = True  # Nothing is left for close() or the finalizer to release.
+        return sock
 
     def close(self) -> None:
         """Close both directions now; wake blocked callers; idempotent."""
@@ -558,14 +587,17 @@ class Connection:
             if self._release_pending:
                 self._after_call()
 
-    def _send(self, data: Any, deadline: ReadDeadline) -> None:
+    def _transmit(self, data: Any, deadline: ReadDeadline) -> None:
         sock = self.sock
         assert sock is not None
+        if self._blocking:
+            sock.sendall(data)
+        else:
+            self._send_all_nonblocking(sock, data, deadline)
+
+    def _send(self, data: Any, deadline: ReadDeadline) -> None:
         try:
-            if self._blocking:
-                sock.sendall(data)
-            else:
-                self._send_all_nonblocking(sock, data, deadline)
+            self._transmit(data, deadline)
         except SocketTimeout as exc:
             self._broken_by(exc, f"write to {self.endpoint} timed out; an unknown amount was sent")
             raise

@@ -137,6 +137,10 @@ class Loop:
         """Call ``target.on_ready_in_loop`` when `sock` is writable (a connect ended)."""
         self._register(sock, selectors.EVENT_WRITE, target)
 
+    def watch(self, sock: socket.socket, events: int, target: Target) -> None:
+        """Call ``target.on_ready_in_loop`` for the selector `events` (a TLS handshake)."""
+        self._register(sock, events, target)
+
     def watch_hangup(self, sock: socket.socket, target: Target, mask: int) -> bool:
         """Watch `sock` for FIN/RST/errors only (see the module docstring).
 
@@ -162,8 +166,15 @@ class Loop:
             key = self._selector.get_key(sock)
         except KeyError:
             self._selector.register(sock, events, ref)
-        else:
-            self._selector.modify(key.fileobj, events, ref)
+            return
+        self._selector.modify(key.fileobj, events, ref)
+        if self._epoll is not None:
+            # selectors skips the syscall when `events` did not change, but a
+            # hang-up watch set its own epoll mask: put the plain one back.
+            mask = (select.EPOLLIN if events & selectors.EVENT_READ else 0) | (
+                select.EPOLLOUT if events & selectors.EVENT_WRITE else 0
+            )
+            self._epoll.modify(sock.fileno(), mask)
 
     def _add_timer(self, timer: Timer) -> None:
         heapq.heappush(self._timers, (timer.deadline, next(self._sequence), timer))

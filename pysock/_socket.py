@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import concurrent.futures
+import ssl
 from types import TracebackType
-from typing import Any, Optional, Union
+from typing import Optional, Sequence, Union
 
 from typing_extensions import Self, Unpack
 
 from ._address import SocketAddress, parse_address
 from ._connection import Connection
 from ._info import SocketInfo, TLSInfo
-from ._options import SocketOptions, merge_options
+from ._options import SocketOptions, check_tls_options, merge_options
 from ._state import State
 from ._streams import SocketReader, SocketWriter
+from ._tls import TlsConnection, start_tls
+from .errors import StartTlsError
 
 __all__ = ["Address", "Socket", "connect"]
 
@@ -47,8 +50,9 @@ def connect(
     endpoint = parse_address(address)
     resolved = merge_options(options, kwargs)
     if resolved.secure_transport == "on":
-        raise NotImplementedError("secure_transport='on' is not implemented yet")
-    connection = Connection(endpoint, resolved)
+        connection: Connection = TlsConnection(endpoint, resolved)
+    else:
+        connection = Connection(endpoint, resolved)
     sock = Socket(connection)
     connection.start()
     return sock
@@ -94,7 +98,7 @@ class Socket:
     @property
     def tls(self) -> Optional[TLSInfo]:
         """The TLS session's details once a handshake completed, else None."""
-        return None
+        return self._connection.tls
 
     def close(self) -> None:
         """Close both directions now; blocked reads and writes raise `SocketClosedError`.
@@ -105,9 +109,47 @@ class Socket:
         self.writable.detach_stream()
         self._connection.close()
 
-    def start_tls(self, **tls_options: Any) -> Socket:
-        """Upgrade a ``"starttls"`` socket to TLS and return the new `Socket`."""
-        raise NotImplementedError("start_tls() is not implemented yet")
+    def start_tls(
+        self,
+        *,
+        expected_server_hostname: Optional[str] = None,
+        tls_context: Optional[ssl.SSLContext] = None,
+        alpn_protocols: Optional[Sequence[str]] = None,
+    ) -> Socket:
+        """Upgrade a ``"starttls"`` socket to TLS over the same connection.
+
+        Options not given here come from `connect()`. The handshake runs in the
+        background: the new socket's ``opened`` completes after it, and its
+        reads and writes wait for it. This socket's ``closed`` completes and its
+        streams raise `SocketClosedError` from now on.
+
+        Returns:
+            The new `Socket`, with ``secure_transport == "on"``.
+
+        Raises:
+            StartTlsError: this socket is not ``"starttls"``, was already
+                upgraded, is closed or half-closed, another thread is reading or
+                writing it, or the server's plaintext is waiting unread (a
+                STARTTLS injection, CVE-2011-0411; the connection is then closed).
+            TypeError, ValueError: a bad TLS option (nothing changed).
+        """
+        connection = self._connection
+        if connection.options.secure_transport != "starttls":
+            raise StartTlsError(
+                "start_tls() needs a socket opened with secure_transport='starttls'; "
+                f"this one is {connection.options.secure_transport!r}"
+            )
+        if self._upgraded:
+            raise StartTlsError("start_tls() was already called on this socket")
+        context, hostname, alpn = check_tls_options(
+            tls_context, expected_server_hostname, alpn_protocols
+        )
+        unread = self.readable.has_unread()
+        new = start_tls(connection, unread, context, hostname, alpn)
+        self._upgraded = True
+        self.readable.detach_buffer()
+        self.writable.detach_stream()
+        return Socket(new)
 
     def __enter__(self) -> Self:
         return self

@@ -53,8 +53,11 @@ class _RawSocket(io.RawIOBase):
         super().__init__()
         self._connection = connection
         self.deadline: Optional[float] = None
+        self.nowait = False
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: Any) -> Optional[int]:
+        if self.nowait:
+            return None  # "No data without blocking": lets peek() report only buffered bytes.
         return self._connection.recv_into(buffer, self.deadline)
 
     def readable(self) -> bool:
@@ -269,6 +272,19 @@ class SocketReader(io.BufferedIOBase):
         self.detach_buffer()
         self._connection.close_read()
 
+    def has_unread(self) -> bool:
+        """True if bytes received from the socket wait in this reader (no I/O)."""
+        with self._lock:
+            if self._stash:
+                return True
+            if self._buffer is None or self._raw is None:
+                return False
+            self._raw.nowait = True
+            try:
+                return bool(self._buffer.peek(1))
+            finally:
+                self._raw.nowait = False
+
     def detach_buffer(self) -> None:
         """Drop the buffer and make every later read raise (used by `Socket.close()`)."""
         self._is_closed = True
@@ -352,6 +368,7 @@ class SocketWriter(io.BufferedIOBase):
         """Half-close: the peer sees EOF, reading goes on; later writes raise."""
         if self._is_closed:
             return
+        self._connection.check_half_close()
         self._is_closed = True
         self._connection.shutdown_write(SocketClosedError("the writable side was closed"))
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gc
 import os
+import ssl
 import threading
 from typing import Callable, Iterator
 
 import pytest
+import trustme
 
 from ._servers import Blackhole, Server, echo, sync_loop
 
@@ -96,3 +98,32 @@ def unused_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def leaf(ca: trustme.CA) -> trustme.LeafCert:
+    return ca.issue_cert("localhost", "127.0.0.1", "::1")
+
+
+@pytest.fixture(params=["TLSv1_2", "TLSv1_3"])
+def tls_version(request: pytest.FixtureRequest) -> ssl.TLSVersion:
+    return getattr(ssl.TLSVersion, request.param)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def server_ctx(leaf: trustme.LeafCert, tls_version: ssl.TLSVersion) -> ssl.SSLContext:
+    from ._tls_peers import server_context
+
+    return server_context(leaf, tls_version)
+
+
+@pytest.fixture
+def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
+    from ._tls_peers import client_context
+
+    return client_context(ca)

@@ -1,0 +1,535 @@
+"""TLS: an `ssl.SSLObject` over memory BIOs, driven by the caller's threads.
+
+Theory of operation
+===================
+
+OpenSSL forbids concurrent calls on one SSL object, yet SPEC section 3 wants
+one thread reading while another writes. ``ssl.SSLSocket`` cannot give that
+(its read and write share the SSL object *and* block inside OpenSSL), so a
+`TlsConnection` keeps the SSL object away from the socket: it talks to two
+`ssl.MemoryBIO`s, and pysock moves ciphertext between the BIOs and the socket
+itself. Three locks, each with one job:
+
+* ``_ssl_lock`` guards the SSL object and both BIOs. It is held only for
+  non-blocking, in-memory work (encrypt, decrypt, handshake step), never
+  across a socket call, so a writer blocked on a full socket never stops a
+  reader from decrypting and vice versa.
+* ``_send_lock`` orders ciphertext on the wire. Whoever produces records
+  (a writer, or a reader answering a TLS 1.3 KeyUpdate) appends them to
+  ``_outq`` *under* ``_ssl_lock``, so the queue order is the order OpenSSL
+  produced them in; whoever holds ``_send_lock`` drains the queue. A thread
+  that finds the lock taken leaves its records to the holder, which re-checks
+  the queue after releasing it (no lost records).
+* ``_sock_rlock`` makes the reader the only thread that pulls ciphertext from
+  the socket; the selector thread takes it without blocking to drain an idle
+  socket's last records when the peer hangs up.
+
+A read first asks the SSL object for plaintext, and only on
+``SSLWantReadError`` receives more ciphertext, so decrypted bytes that OpenSSL
+already holds are never missed by a wait on the socket.
+
+The handshake runs on the selector thread (``opened`` completes after it);
+it is a few small flights, and each step is non-blocking. A TCP EOF without
+close_notify is a `BrokenSocketError` (a truncation attack looks exactly like
+it). `close()` queues close_notify and sends it only if it can go out at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import selectors
+import socket
+import ssl
+import threading
+import time
+from typing import Any, Final, Optional, Sequence
+
+from . import _loop
+from ._address import Endpoint
+from ._connection import Connection, ReadDeadline, _tune
+from ._info import SocketInfo, TLSInfo, format_sockaddr
+from ._options import Options
+from ._state import State
+from .errors import PysockError, SocketClosedError, StartTlsError, TLSError
+
+__all__ = ["TlsConnection", "default_context", "start_tls"]
+
+# Plaintext encrypted per step of a write: bounds the ciphertext held in memory
+# for a large write while keeping the per-step overhead negligible.
+_WRITE_CHUNK: Final = 256 * 1024
+# One receive of ciphertext: four full TLS records (RFC 8446 section 5.1: 16 KiB + overhead).
+_CIPHER_BUFFER_SIZE: Final = 64 * 1024
+_IDLE_EOF_RETRY: Final = 0.05  # Seconds before retrying an idle EOF check a reader blocked.
+
+_contexts: dict[Optional[tuple[str, ...]], ssl.SSLContext] = {}
+_contexts_lock = threading.Lock()
+
+
+def default_context(alpn_protocols: Optional[Sequence[str]] = None) -> ssl.SSLContext:
+    """pysock's secure default context: one per process and ALPN list, never modified after.
+
+    ``ssl.create_default_context()`` (system CAs, hostname check, verification
+    required), TLS 1.2 at least, and ``OP_IGNORE_UNEXPECTED_EOF`` cleared so a
+    truncated stream is an error, not an EOF.
+    """
+    key = tuple(alpn_protocols) if alpn_protocols else None
+    with _contexts_lock:
+        context = _contexts.get(key)
+        if context is None:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.check_hostname = True
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+            if key:
+                context.set_alpn_protocols(list(key))
+            _contexts[key] = context
+        return context
+
+
+class TlsConnection(Connection):
+    """A `Connection` whose bytes go through TLS; see the module docstring."""
+
+    def __init__(self, endpoint: Endpoint, options: Options) -> None:
+        super().__init__(endpoint, options)
+        context = options.tls_context or default_context(options.alpn_protocols)
+        hostname = options.expected_server_hostname or endpoint.host
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._sslobj = context.wrap_bio(self._incoming, self._outgoing, server_hostname=hostname)
+        self._ssl_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._sock_rlock = threading.Lock()
+        self._outq: collections.deque[bytes] = collections.deque()
+        self._handshake_out = b""
+        self._handshaking = False
+        self._plain = bytearray()  # Decrypted by the loop from an idle socket's last records.
+        self._tls_eof = False
+        self._close_notify_sent = False
+        self._cipher_buffer: Optional[memoryview] = None
+
+    # -- the handshake (selector thread) --------------------------------------------
+
+    def _connected(self, sock: socket.socket) -> None:
+        try:
+            _tune(sock)
+        except OSError as exc:
+            self._attempt_failed(sock, exc)
+            self._try_next_address()
+            return
+        self.begin_handshake(sock)
+
+    def begin_handshake(self, sock: socket.socket) -> None:
+        """Take `sock` (connected, non-blocking) and start the handshake on the loop."""
+        with self._lock:
+            if self.state is not State.CONNECTING:
+                sock.close()
+                return
+            self._attempt = None
+            self.sock = sock
+            self._handshaking = True
+        self._loop_holds = True
+        _loop.get_loop().call_soon_threadsafe(self._handshake_step_in_loop)
+
+    def _handshake_step_in_loop(self) -> None:
+        if self.state is not State.CONNECTING or self.sock is None:
+            return
+        try:
+            with self._ssl_lock:
+                try:
+                    self._sslobj.do_handshake()
+                    done = True
+                except ssl.SSLWantReadError:
+                    done = False
+                finally:
+                    self._handshake_out += self._outgoing.read()
+            self._flush_handshake_in_loop()
+        except (ssl.SSLError, OSError) as exc:
+            self._handshake_failed(exc)
+            return
+        if done and not self._handshake_out:
+            self._handshake_done()
+            return
+        events = 0 if done else selectors.EVENT_READ
+        if self._handshake_out:
+            events |= selectors.EVENT_WRITE
+        _loop.get_loop().watch(self.sock, events, self)
+
+    def _flush_handshake_in_loop(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        while self._handshake_out:
+            try:
+                sent = sock.send(self._handshake_out)
+            except BlockingIOError:
+                return
+            self._handshake_out = self._handshake_out[sent:]
+
+    def _handshake_ready_in_loop(self, events: int) -> None:
+        sock = self.sock
+        assert sock is not None
+        try:
+            if events & selectors.EVENT_WRITE:
+                self._flush_handshake_in_loop()
+            if events & selectors.EVENT_READ:
+                data = sock.recv(_CIPHER_BUFFER_SIZE)
+                with self._ssl_lock:
+                    if data:
+                        self._incoming.write(data)
+                    else:
+                        self._incoming.write_eof()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._handshake_failed(exc)
+            return
+        self._handshake_step_in_loop()
+
+    def _handshake_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            reason = f"certificate verify failed: {exc.verify_message}"
+        elif isinstance(exc, ssl.SSLEOFError):
+            reason = "the peer closed the connection during the handshake"
+        else:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+        self._fail_open(TLSError(f"TLS handshake with {self.endpoint} failed: {reason}"), exc)
+
+    def _handshake_done(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        sslobj = self._sslobj
+        alpn = sslobj.selected_alpn_protocol()
+        cipher = sslobj.cipher()
+        try:
+            info = SocketInfo(
+                format_sockaddr(sock.getpeername()), format_sockaddr(sock.getsockname()), alpn
+            )
+            if self._blocking:
+                sock.setblocking(True)
+        except OSError as exc:
+            self._handshake_failed(exc)
+            return
+        self.tls = TLSInfo(
+            version=sslobj.version() or "",
+            cipher=cipher[0] if cipher else "",
+            alpn=alpn,
+            peer_certificate=dict(sslobj.getpeercert() or {}),
+            peer_certificate_der=sslobj.getpeercert(binary_form=True) or b"",
+        )
+        self._handshaking = False
+        self._opened(sock, info)
+
+    def on_ready_in_loop(self, events: int) -> None:
+        if self.state is State.CONNECTING:
+            if self._handshaking:
+                self._handshake_ready_in_loop(events)
+            else:
+                super().on_ready_in_loop(events)
+            return
+        sock = self.sock
+        if self.state is State.OPEN and sock is not None and not self._reader_closed:  # noqa: SIM102
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                self._idle_eof_in_loop()
+                return
+        super().on_ready_in_loop(events)
+
+    # -- the peer's EOF on an idle socket (selector thread) ----------------------------
+
+    def _idle_eof_in_loop(self) -> None:
+        """The peer sent FIN: decrypt its last records so `closed` can complete."""
+        sock = self.sock
+        assert sock is not None
+        loop = _loop.get_loop()
+        loop.watch_hangup(sock, self, _loop.HANGUP_ERRORS_ONLY)
+        if not self._sock_rlock.acquire(blocking=False):
+            # A reader is inside recv_into and will meet the EOF itself, unless it
+            # is just leaving: look again shortly.
+            loop.call_at_threadsafe(time.monotonic() + _IDLE_EOF_RETRY, self._recheck_in_loop)
+            return
+        try:
+            outcome = self._drain_idle_socket(sock)
+        finally:
+            self._sock_rlock.release()
+        if isinstance(outcome, BaseException):
+            self._broken_by(outcome, self._ragged_message(outcome))
+        elif outcome:
+            self.on_peer_eof()
+        if self.state not in (State.OPEN, State.CONNECTING):
+            loop.unwatch(sock)
+
+    def _recheck_in_loop(self) -> None:
+        if self.state is State.OPEN and not self._tls_eof and self.sock is not None:
+            _loop.get_loop().watch_hangup(self.sock, self, _loop.HANGUP_WITH_EOF)
+
+    def _drain_idle_socket(self, sock: socket.socket) -> Any:
+        """Returns True at close_notify, the error for a ragged EOF, False if not at EOF."""
+        while True:
+            try:
+                data = sock.recv(_CIPHER_BUFFER_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                return exc
+            with self._ssl_lock:
+                if data:
+                    self._incoming.write(data)
+                    continue
+                self._incoming.write_eof()
+                return self._decrypt_rest()
+
+    def _decrypt_rest(self) -> Any:
+        while True:
+            try:
+                chunk = self._sslobj.read(_CIPHER_BUFFER_SIZE)
+            except ssl.SSLZeroReturnError:
+                self._tls_eof = True
+                return True
+            except ssl.SSLError as exc:
+                return exc
+            finally:
+                self._queue_outgoing()
+            if not chunk:  # The ssl module reports a received close_notify as b"".
+                self._tls_eof = True
+                return True
+            self._plain += chunk
+
+    def _ragged_message(self, exc: BaseException) -> str:
+        if isinstance(exc, ssl.SSLEOFError):
+            return (
+                f"TLS connection to {self.endpoint} ended without close_notify "
+                "(a truncation attack looks the same)"
+            )
+        return f"TLS connection to {self.endpoint} broken: {exc}"
+
+    # -- reading (caller's thread) ----------------------------------------------------
+
+    def recv_into(self, buffer: Any, deadline: ReadDeadline = None) -> int:
+        self._reading = True
+        try:
+            if not self._read_ok:
+                self._check_readable(deadline)
+            if len(buffer) == 0:
+                return 0
+            with self._sock_rlock:
+                while True:
+                    nbytes = self._decrypt_into(buffer)
+                    if nbytes is not None:
+                        return nbytes if nbytes else self._on_recv_eof(buffer)
+                    self._flush_nowait(deadline)
+                    self._receive_ciphertext(deadline)
+        except ssl.SSLError as exc:
+            raise self._broken_by(exc, self._ragged_message(exc)) from exc
+        except (PysockError, TimeoutError):
+            raise
+        except OSError as exc:
+            raise self._read_failure(exc) from exc
+        finally:
+            self._reading = False
+            if self._release_pending:
+                self._after_call()
+
+    def _decrypt_into(self, buffer: Any) -> Optional[int]:
+        """Plaintext into `buffer`: a count, 0 at close_notify, None to receive more first."""
+        with self._ssl_lock:
+            if self._plain:
+                count = min(len(buffer), len(self._plain))
+                buffer[:count] = self._plain[:count]
+                del self._plain[:count]
+                return count
+            if self._tls_eof:
+                return 0
+            try:
+                nbytes: int = self._sslobj.read(len(buffer), buffer)  # type: ignore[assignment]
+                if nbytes == 0:  # The ssl module reports a received close_notify as 0.
+                    self._tls_eof = True
+                return nbytes
+            except ssl.SSLWantReadError:
+                return None
+            except ssl.SSLZeroReturnError:
+                self._tls_eof = True
+                return 0
+            finally:
+                self._queue_outgoing()
+
+    def _receive_ciphertext(self, deadline: ReadDeadline) -> None:
+        view = self._cipher_buffer
+        if view is None:
+            view = self._cipher_buffer = memoryview(bytearray(_CIPHER_BUFFER_SIZE))
+        sock = self.sock
+        assert sock is not None
+        if self._blocking:
+            nbytes = sock.recv_into(view)
+        else:
+            nbytes = self._recv_into_nonblocking(sock, view, deadline)
+        if nbytes == 0 and not self._read_ok:
+            raise self._read_error or SocketClosedError("the socket is closed")
+        with self._ssl_lock:
+            if nbytes:
+                self._incoming.write(view[:nbytes])
+            else:
+                self._incoming.write_eof()
+
+    # -- writing (caller's thread) ----------------------------------------------------
+
+    def _transmit(self, data: Any, deadline: ReadDeadline) -> None:
+        with memoryview(data) as view, view.cast("B") as octets:
+            for start in range(0, len(octets), _WRITE_CHUNK):
+                with self._ssl_lock:
+                    try:
+                        self._sslobj.write(octets[start : start + _WRITE_CHUNK])
+                    finally:
+                        self._queue_outgoing()
+                self._drain(deadline)
+
+    def _queue_outgoing(self) -> None:
+        """Move produced records to the send queue. Caller holds ``_ssl_lock``."""
+        if self._outgoing.pending:
+            self._outq.append(self._outgoing.read())
+
+    def _drain(self, deadline: ReadDeadline) -> None:
+        with self._send_lock:
+            self._send_queued(deadline)
+        self._flush_nowait(deadline)
+
+    def _flush_nowait(self, deadline: ReadDeadline) -> None:
+        """Send queued records if no other thread is sending (it would send them)."""
+        while self._outq and self._send_lock.acquire(blocking=False):
+            try:
+                self._send_queued(deadline)
+            finally:
+                self._send_lock.release()
+
+    def _send_queued(self, deadline: ReadDeadline) -> None:
+        sock = self.sock
+        assert sock is not None
+        while self._outq:
+            records = self._outq.popleft()
+            if self._blocking:
+                sock.sendall(records)
+            else:
+                self._send_all_nonblocking(sock, records, deadline)
+
+    # -- closing ------------------------------------------------------------------------
+
+    def check_half_close(self) -> None:
+        version = self.tls.version if self.tls else None
+        if self.state is State.OPEN and version != "TLSv1.3":
+            raise PysockError(
+                f"writable.close() cannot half-close {version or 'this'} TLS: only TLS 1.3 "
+                "lets a peer go on sending after close_notify (RFC 8446 section 6.1); "
+                "close the whole socket instead"
+            )
+
+    def _send_eof(self) -> None:
+        wait = not _loop.get_loop().in_loop_thread()
+        self._send_close_notify(wait)
+        super()._send_eof()
+
+    def _send_close_notify(self, wait: bool) -> None:
+        if self._close_notify_sent or self.sock is None or self.tls is None:
+            return
+        self._close_notify_sent = True
+        with self._ssl_lock:
+            try:
+                self._sslobj.unwrap()
+            except ssl.SSLError:
+                pass  # SSLWantReadError: the peer's close_notify is not awaited.
+            self._queue_outgoing()
+        try:
+            if wait:
+                self._drain(self.call_deadline())
+            elif self._send_lock.acquire(blocking=False):
+                try:
+                    self.sock.send(b"".join(self._outq), socket.MSG_DONTWAIT)
+                    self._outq.clear()
+                finally:
+                    self._send_lock.release()
+        except OSError:
+            pass  # Best effort: the connection is ending anyway.
+
+    def close(self) -> None:
+        if self.state is State.OPEN and not self._inherited:
+            self._send_close_notify(wait=False)
+        super().close()
+
+
+def start_tls(
+    old: Connection,
+    unread: bool,
+    context: Optional[ssl.SSLContext],
+    hostname: Optional[str],
+    alpn: Optional[tuple[str, ...]],
+) -> TlsConnection:
+    """Take `old`'s TCP connection over and begin a TLS handshake on it.
+
+    Raises:
+        StartTlsError: the socket is not open, another thread is using it, or
+            plaintext is waiting unread (then the connection is closed).
+    """
+    if old.state is State.CONNECTING:
+        try:
+            old.wait_opened(old.call_deadline(), "start_tls()")
+        except Exception as exc:
+            raise StartTlsError(f"start_tls(): the connection did not open: {exc}") from exc
+    _check_upgradable(old, unread)
+    options = _upgraded_options(old.options, context, hostname, alpn)
+    sock = old.take_over()
+    new = TlsConnection(old.endpoint, options)
+    timeout = options.connect_timeout
+    new._connect_deadline = None if timeout is None else time.monotonic() + timeout
+    if new._connect_deadline is not None:
+        new.schedule_connect_deadline()
+    sock.setblocking(False)
+    new.begin_handshake(sock)
+    return new
+
+
+def _check_upgradable(old: Connection, unread: bool) -> None:
+    if old.state is not State.OPEN or old.sock is None:
+        raise StartTlsError(f"start_tls(): the socket to {old.endpoint} is {old.state.value}")
+    if old._reading or old._writing:
+        raise StartTlsError("start_tls(): another thread is reading or writing this socket")
+    if old._peer_eof or old._write_done or old._reader_closed:
+        raise StartTlsError("start_tls(): the connection is half-closed")
+    if unread or _kernel_has_unread(old.sock):
+        old.close()
+        raise StartTlsError(
+            f"start_tls(): the server at {old.endpoint} sent bytes after its go-ahead and "
+            "before the TLS handshake; they could be injected plaintext (CVE-2011-0411), "
+            "so the connection was closed"
+        )
+
+
+def _kernel_has_unread(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
+    except OSError:
+        return False  # A reset: the handshake will report it.
+
+
+def _upgraded_options(
+    options: Options,
+    context: Optional[ssl.SSLContext],
+    hostname: Optional[str],
+    alpn: Optional[tuple[str, ...]],
+) -> Options:
+    if context is None and alpn is not None and options.tls_context is not None:
+        raise ValueError(
+            "alpn_protocols cannot be combined with the tls_context given to connect(): "
+            "pysock never modifies a context it was given"
+        )
+    if context is not None:
+        alpn_protocols = alpn
+    else:
+        context = options.tls_context
+        alpn_protocols = alpn if alpn is not None else options.alpn_protocols
+    return dataclasses.replace(
+        options,
+        secure_transport="on",
+        tls_context=context,
+        expected_server_hostname=hostname or options.expected_server_hostname,
+        alpn_protocols=alpn_protocols,
+    )

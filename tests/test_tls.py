@@ -1,0 +1,319 @@
+"""SPEC section 4 against stdlib TLS peers, over TLS 1.2 and 1.3."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import ssl
+import threading
+import time
+from typing import Callable
+
+import pytest
+import trustme
+
+import pysock
+from pysock import (
+    BrokenSocketError,
+    SocketClosedError,
+    SocketTimeout,
+    TLSError,
+    TLSInfo,
+    connect,
+)
+
+from ._servers import Server, recv_all
+from ._tls_peers import RecordingTlsServerSide, close_cleanly, server_context, tls_echo, wrap
+
+TIMEOUT = 10
+MiB = 1024 * 1024
+VERSION_NAMES = {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}
+
+
+def test_echo_over_tls(
+    serve: Callable[..., Server],
+    server_ctx: ssl.SSLContext,
+    client_ctx: ssl.SSLContext,
+    tls_version: ssl.TLSVersion,
+) -> None:
+    server = serve(tls_echo(server_ctx))
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        assert sock.secure_transport == "on"
+        info = sock.opened.result(TIMEOUT)
+        assert info.remote_address == server.address and info.alpn is None
+        tls = sock.tls
+        assert isinstance(tls, TLSInfo)
+        assert tls.version == VERSION_NAMES[tls_version]
+        assert tls.cipher and tls.alpn is None
+        assert tls.peer_certificate["subjectAltName"]
+        assert ssl.DER_cert_to_PEM_cert(tls.peer_certificate_der).startswith("-----BEGIN")
+        sock.writable.write(b"hello over tls\n")
+        assert sock.readable.readline() == b"hello over tls\n"
+
+
+def test_tls_info_repr_hides_the_certificate(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    server = serve(tls_echo(server_ctx))
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        sock.opened.result(TIMEOUT)
+        assert "peer_certificate" not in repr(sock.tls)
+
+
+@pytest.mark.parametrize("timeout", [None, TIMEOUT])
+def test_8_mib_each_way_over_tls_with_a_reader_and_a_writer_thread(
+    serve: Callable[..., Server],
+    server_ctx: ssl.SSLContext,
+    client_ctx: ssl.SSLContext,
+    timeout: float,
+) -> None:
+    payload = os.urandom(8 * MiB)
+    server = serve(tls_echo(server_ctx))
+    digest = hashlib.sha256()
+    errors: list[BaseException] = []
+    with connect(
+        server.address, secure_transport="on", tls_context=client_ctx, timeout=timeout
+    ) as sock:
+
+        def write() -> None:
+            try:
+                view = memoryview(payload)
+                for start in range(0, len(payload), 300_000):
+                    sock.writable.write(view[start : start + 300_000])
+            except BaseException as exc:
+                errors.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        total = 0
+        while total < len(payload):
+            chunk = sock.readable.read1(65536)
+            assert chunk
+            digest.update(chunk)
+            total += len(chunk)
+        writer.join(TIMEOUT)
+    assert errors == [] and total == len(payload)
+    assert digest.digest() == hashlib.sha256(payload).digest()
+
+
+def test_untrusted_certificate_is_a_tls_error_and_no_plaintext_leaves(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext
+) -> None:
+    recorder = RecordingTlsServerSide(server_ctx)
+    server = serve(recorder)
+    stranger = ssl.create_default_context()
+    trustme.CA().configure_trust(stranger)  # trusts some other CA only
+    sock = connect(server.address, secure_transport="on", tls_context=stranger)
+    with pytest.raises(TLSError) as info:
+        sock.writable.write(b"secret before the handshake")
+    error = info.value
+    assert isinstance(error.__cause__, ssl.SSLCertVerificationError)
+    assert server.address in str(error) and "certificate verify failed" in str(error)
+    assert sock.opened.exception(0) is error and sock.closed.exception(0) is error
+    with pytest.raises(TLSError):
+        sock.readable.read(1)
+    sock.close()
+    server.stop()
+    assert b"secret" not in recorder.raw
+    assert recorder.raw[:1] == b"\x16"  # a handshake record: the ClientHello
+
+
+def test_the_default_context_verifies(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext
+) -> None:
+    server = serve(RecordingTlsServerSide(server_ctx))
+    with connect(server.address, secure_transport="on") as sock:
+        assert isinstance(sock.opened.exception(TIMEOUT), TLSError)
+
+
+def test_wrong_hostname_is_a_tls_error(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    server = serve(RecordingTlsServerSide(server_ctx))
+    sock = connect(
+        server.address,
+        secure_transport="on",
+        tls_context=client_ctx,
+        expected_server_hostname="wrong.example",
+    )
+    error = sock.opened.exception(TIMEOUT)
+    assert isinstance(error, TLSError) and "wrong.example" in str(error.__cause__)
+    sock.close()
+
+
+def test_expected_server_hostname_overrides_the_address(
+    serve: Callable[..., Server],
+    ca: trustme.CA,
+    server_ctx: ssl.SSLContext,
+    client_ctx: ssl.SSLContext,
+    tls_version: ssl.TLSVersion,
+) -> None:
+    # A certificate for "db.internal" only, reached at 127.0.0.1.
+    named = server_context(ca.issue_cert("db.internal"), tls_version)
+    server = serve(tls_echo(named))
+    with connect(
+        server.address,
+        secure_transport="on",
+        tls_context=client_ctx,
+        expected_server_hostname="db.internal",
+    ) as sock:
+        assert sock.opened.result(TIMEOUT).remote_address == server.address
+    server2 = serve(RecordingTlsServerSide(named))
+    with connect(server2.address, secure_transport="on", tls_context=client_ctx) as sock:
+        assert isinstance(sock.opened.exception(TIMEOUT), TLSError)
+
+
+def test_alpn_is_negotiated(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    server_ctx.set_alpn_protocols(["h2", "http/1.1"])
+    server = serve(tls_echo(server_ctx))
+    client_ctx.set_alpn_protocols(["http/1.1"])
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        assert sock.opened.result(TIMEOUT).alpn == "http/1.1"
+        assert sock.tls is not None and sock.tls.alpn == "http/1.1"
+
+
+def test_alpn_protocols_option_configures_the_default_context(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext
+) -> None:
+    server_ctx.set_alpn_protocols(["h2", "http/1.1"])
+    server = serve(RecordingTlsServerSide(server_ctx))
+    # The default context trusts the system CAs only, so verification fails after
+    # ALPN was offered; the ClientHello shows the offer.
+    with connect(server.address, secure_transport="on", alpn_protocols=["h2"]) as sock:
+        assert isinstance(sock.opened.exception(TIMEOUT), TLSError)
+    server.stop()
+
+
+def test_ragged_eof_is_a_broken_socket(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    def ragged(conn: socket.socket) -> None:
+        tls = wrap(conn, server_ctx)
+        tls.sendall(b"truncated?")
+        tls.shutdown(socket.SHUT_RDWR)  # TCP FIN, no close_notify
+        tls.close()
+
+    server = serve(ragged)
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        error = sock.closed.exception(TIMEOUT)  # noticed on the idle socket
+        assert isinstance(error, BrokenSocketError) and "close_notify" in str(error)
+        with pytest.raises(BrokenSocketError):
+            sock.readable.read()
+
+
+def test_ragged_eof_while_reading(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    go = threading.Event()
+
+    def ragged(conn: socket.socket) -> None:
+        tls = wrap(conn, server_ctx)
+        go.wait(TIMEOUT)
+        tls.shutdown(socket.SHUT_RDWR)
+        tls.close()
+
+    server = serve(ragged)
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        sock.opened.result(TIMEOUT)
+        threading.Timer(0.1, go.set).start()
+        with pytest.raises(BrokenSocketError, match="close_notify"):
+            sock.readable.read()
+
+
+def test_clean_close_notify_is_eof(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    def goodbye(conn: socket.socket) -> None:
+        tls = wrap(conn, server_ctx)
+        tls.sendall(b"goodbye")
+        close_cleanly(tls)
+
+    server = serve(goodbye)
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        assert sock.closed.result(TIMEOUT) is None  # idle: the loop decrypted the end
+        assert sock.readable.read() == b"goodbye"
+        assert sock.readable.read() == b""
+
+
+def test_tls13_half_close(
+    serve: Callable[..., Server], leaf: trustme.LeafCert, client_ctx: ssl.SSLContext
+) -> None:
+    context = server_context(leaf, ssl.TLSVersion.TLSv1_3)
+
+    def answer_after_close_notify(conn: socket.socket) -> None:
+        tls = wrap(conn, context)
+        request = b""
+        while data := tls.recv(65536):
+            request += data
+        tls.sendall(b"answer to " + request)
+        close_cleanly(tls)
+
+    server = serve(answer_after_close_notify)
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        sock.writable.write(b"question")
+        sock.writable.close()
+        assert sock.readable.read() == b"answer to question"
+        assert sock.closed.result(TIMEOUT) is None
+
+
+def test_tls12_half_close_is_a_clear_error(
+    serve: Callable[..., Server], leaf: trustme.LeafCert, client_ctx: ssl.SSLContext
+) -> None:
+    server = serve(tls_echo(server_context(leaf, ssl.TLSVersion.TLSv1_2)))
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        sock.opened.result(TIMEOUT)
+        with pytest.raises(pysock.PysockError, match=r"TLS 1\.3"):
+            sock.writable.close()
+        sock.writable.write(b"still open")
+        assert sock.readable.readexactly(10) == b"still open"
+
+
+def test_close_during_the_handshake(
+    serve: Callable[..., Server], client_ctx: ssl.SSLContext
+) -> None:
+    server = serve(lambda conn: recv_all(conn))  # never answers the ClientHello
+    sock = connect(server.address, secure_transport="on", tls_context=client_ctx)
+    time.sleep(0.1)
+    assert not sock.opened.done()
+    started = time.monotonic()
+    sock.close()
+    assert isinstance(sock.opened.exception(TIMEOUT), SocketClosedError)
+    assert time.monotonic() - started < 1
+
+
+def test_a_server_that_never_answers_the_client_hello(
+    serve: Callable[..., Server], client_ctx: ssl.SSLContext
+) -> None:
+    server = serve(lambda conn: recv_all(conn))
+    sock = connect(
+        server.address, secure_transport="on", tls_context=client_ctx, connect_timeout=0.3
+    )
+    error = sock.opened.exception(TIMEOUT)
+    assert isinstance(error, SocketTimeout)
+    sock.close()
+
+
+def test_the_users_context_is_not_modified(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    before = (client_ctx.options, client_ctx.verify_mode, client_ctx.check_hostname)
+    before_versions = (client_ctx.minimum_version, client_ctx.maximum_version)
+    server = serve(tls_echo(server_ctx))
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        sock.opened.result(TIMEOUT)
+    assert (client_ctx.options, client_ctx.verify_mode, client_ctx.check_hostname) == before
+    assert (client_ctx.minimum_version, client_ctx.maximum_version) == before_versions
+
+
+def test_default_context_is_secure() -> None:
+    from pysock._tls import default_context
+
+    context = default_context()
+    assert context is default_context()
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert not context.options & getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    assert default_context(["h2"]) is not context
