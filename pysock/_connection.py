@@ -86,12 +86,59 @@ def _dns_executor() -> concurrent.futures.ThreadPoolExecutor:
 class Connection:
     """One TCP connection; see the module docstring. Internal: `pysock.Socket` wraps it."""
 
+    # Slots: an idle connection must stay small (docs/performance.md, 10,000 idle sockets).
+    __slots__ = (
+        "__weakref__",
+        "_addresses",
+        "_attempt",
+        "_blocking",
+        "_closed_future",
+        "_closed_outcome",
+        "_closing",
+        "_connect_deadline",
+        "_deadline_timer",
+        "_errors",
+        "_generation",
+        "_hangup_watched",
+        "_in_selector",
+        "_inherited",
+        "_lock",
+        "_opened_future",
+        "_opened_outcome",
+        "_peer_eof",
+        "_read_done",
+        "_read_error",
+        "_read_ok",
+        "_reader_closed",
+        "_reading",
+        "_release_pending",
+        "_rpoll",
+        "_shut_rd",
+        "_wpoll",
+        "_write_done",
+        "_write_error",
+        "_write_ok",
+        "_writing",
+        "endpoint",
+        "info",
+        "options",
+        "reader_ref",
+        "sock",
+        "state",
+        "tls",
+    )
+
     def __init__(self, endpoint: Endpoint, options: Options) -> None:
         self.endpoint = endpoint
         self.options = options
         self.state = State.CONNECTING
-        self.opened: concurrent.futures.Future[SocketInfo] = concurrent.futures.Future()
-        self.closed: concurrent.futures.Future[None] = concurrent.futures.Future()
+        # The futures are created on first use (each costs about 1.4 KiB); the
+        # outcome is kept until then.
+        self._opened_future: Optional[concurrent.futures.Future[SocketInfo]] = None
+        self._opened_outcome: Optional[tuple[Optional[SocketInfo], Optional[BaseException]]] = None
+        self._closed_future: Optional[concurrent.futures.Future[None]] = None
+        self._closed_outcome: Optional[tuple[None, Optional[BaseException]]] = None
+        self.reader_ref: Optional[weakref.ref[Any]] = None
         self.sock: Optional[socket.socket] = None
         self.info: Optional[SocketInfo] = None
         self._lock = threading.Lock()
@@ -112,7 +159,9 @@ class Connection:
         self._reading = False
         self._writing = False
         self._release_pending = False
-        self._loop_holds = False
+        self._in_selector = False
+        self._hangup_watched = False
+        self._shut_rd = False
         self._attempt: Optional[socket.socket] = None
         self._addresses: list[tuple[int, Sockaddr]] = []
         self._errors: list[OSError] = []
@@ -136,7 +185,6 @@ class Connection:
             self._try_next_address()
         else:
             ref = weakref.ref(self)
-            self._loop_holds = True
             _dns_executor().submit(_resolve, ref, endpoint.host, endpoint.port)
         if self.state is State.CONNECTING and self._connect_deadline is not None:
             self.schedule_connect_deadline()
@@ -184,7 +232,6 @@ class Connection:
                 # here saves a round trip through the selector thread.
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if code in _IN_PROGRESS:
-                self._loop_holds = True
                 _loop.get_loop().call_soon_threadsafe(self._watch_connect_in_loop, sock)
                 return
             if code == 0:
@@ -208,8 +255,10 @@ class Connection:
         self._fail_open(ConnectError(message, last.errno, errors), last)
 
     def _watch_connect_in_loop(self, sock: socket.socket) -> None:
-        if self._attempt is sock and self.state is State.CONNECTING:
-            _loop.get_loop().watch_writable(sock, self)
+        with self._lock:  # close() decides under this lock who releases the descriptor.
+            if self._attempt is sock and self.state is State.CONNECTING:
+                _loop.get_loop().watch_writable(sock, self)
+                self._in_selector = True
 
     def _finish_connect_in_loop(self) -> None:
         sock = self._attempt
@@ -217,10 +266,12 @@ class Connection:
             return
         loop = _loop.get_loop()
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        with self._lock:
+            loop.unwatch(sock)
+            self._in_selector = False
         if code == 0:
             self._connected(sock)
             return
-        loop.unwatch(sock)
         self._attempt_failed(sock, OSError(code, os.strerror(code)))
         self._try_next_address()
 
@@ -249,10 +300,9 @@ class Connection:
             # A stream closed while connecting stays closed (its close is applied now).
             self._read_ok = not self._reader_closed
             self._write_ok = not self._write_done
+            self._set_hangup_watch(_loop.HANGUP_WITH_EOF)
         self._cancel_deadline()
-        self.opened.set_result(info)
-        self._loop_holds = True
-        _loop.get_loop().call_soon_threadsafe(self._watch_idle_in_loop)
+        self._complete_opened(info, None)
         if self._write_done:
             self._send_eof()
         self._maybe_finish()
@@ -274,36 +324,47 @@ class Connection:
 
     # -- the loop's view of an open socket ------------------------------------------
 
-    def _watch_idle_in_loop(self) -> None:
+    def _set_hangup_watch(self, mask: Optional[int]) -> None:
+        """Add, change (`mask`) or remove (None) the idle hang-up watch. Holds ``_lock``."""
         sock = self.sock
-        if self.state is State.OPEN and sock is not None and not self._peer_eof:
-            _loop.get_loop().watch_hangup(sock, self, _loop.HANGUP_WITH_EOF)
+        if sock is None or self._generation != _loop.fork_generation():
+            return  # Never touch the parent's epoll set from a forked child.
+        loop = _loop.get_loop()
+        if mask is None:
+            if self._hangup_watched:
+                loop.unwatch_hangup_threadsafe(sock)
+                self._hangup_watched = False
+        elif self.state is State.OPEN:
+            self._hangup_watched = loop.watch_hangup_threadsafe(sock, self, mask)
 
     def on_ready_in_loop(self, events: int) -> None:
-        """Selector callback: a connect finished, or the peer hung up."""
+        """Selector callback: a connect attempt finished."""
         if self.state is State.CONNECTING:
             self._finish_connect_in_loop()
-            return
-        sock = self.sock
-        loop = _loop.get_loop()
-        if sock is None or self.state in TERMINAL:
-            if sock is not None:
-                loop.unwatch(sock)
-            return
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+    def on_hangup_in_loop(self) -> None:
+        """Hang-up set callback: the peer sent FIN or reset, or an error came."""
+        with self._lock:
+            sock = self.sock
+            if not self._hangup_watched or sock is None or not _hung_up(sock):
+                return  # A late event for a descriptor that was closed and reused.
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            # EPOLLRDHUP is level-triggered: stop asking for it; keep watching for
+            # a reset while the write side is open.
+            self._set_hangup_watch(_loop.HANGUP_ERRORS_ONLY if not code else None)
         if code:
-            loop.unwatch(sock)
             self._broken_by(OSError(code, os.strerror(code)))
-            return
-        # A FIN (or our own SHUT_RD from readable.close(), which looks the same
-        # to epoll). EPOLLRDHUP is level-triggered: stop asking for it, and keep
-        # watching for a reset while the write side is open.
-        if not self._reader_closed:
-            self.on_peer_eof()
+        elif not self._shut_rd:
+            # After our own SHUT_RD (readable.close() waking a reader) epoll
+            # reports the same event: only then is a FIN not the peer's.
+            self.on_hangup_eof()
+
+    def on_hangup_eof(self) -> None:
+        """The loop saw the peer's FIN (TLS first decrypts the last records)."""
+        self.on_peer_eof()
         if self.state in TERMINAL:
-            loop.unwatch(sock)
-        else:
-            loop.watch_hangup(sock, self, _loop.HANGUP_ERRORS_ONLY)
+            with self._lock:
+                self._set_hangup_watch(None)
 
     # -- direction bookkeeping -----------------------------------------------------
 
@@ -348,6 +409,7 @@ class Connection:
             if self.state is State.CONNECTING:
                 return
         if self._reading:
+            self._shut_rd = True
             self._shutdown_sock(socket.SHUT_RD)
         self._maybe_finish()
 
@@ -404,12 +466,56 @@ class Connection:
                 exc = error or SocketClosedError(
                     f"the socket was closed while connecting to {self.endpoint}"
                 )
-                _set_exception(self.opened, exc)
+                self._complete_opened(None, exc)
         if new is State.BROKEN:
-            _set_exception(self.closed, error or BrokenSocketError("the connection broke"))
+            self._complete_closed(error or BrokenSocketError("the connection broke"))
         elif new in TERMINAL:
-            _set_result(self.closed)
+            self._complete_closed(None)
         return True
+
+    # -- the futures, created on first use ------------------------------------------------
+
+    @property
+    def opened(self) -> concurrent.futures.Future[SocketInfo]:
+        future = self._opened_future
+        if future is None:
+            with self._lock:
+                future = self._opened_future
+                if future is None:
+                    future = self._opened_future = concurrent.futures.Future()
+                    if self._opened_outcome is not None:
+                        _finish(future, *self._opened_outcome)
+        return future
+
+    @property
+    def closed(self) -> concurrent.futures.Future[None]:
+        future = self._closed_future
+        if future is None:
+            with self._lock:
+                future = self._closed_future
+                if future is None:
+                    future = self._closed_future = concurrent.futures.Future()
+                    if self._closed_outcome is not None:
+                        _finish(future, *self._closed_outcome)
+        return future
+
+    def _complete_opened(self, info: Optional[SocketInfo], error: Optional[BaseException]) -> None:
+        with self._lock:
+            if self._opened_outcome is not None:
+                return
+            self._opened_outcome = (info, error)
+            future = self._opened_future
+        if future is not None:
+            _finish(future, info, error)
+
+    def _complete_closed(self, error: Optional[BaseException]) -> None:
+        with self._lock:
+            if self._closed_outcome is not None:
+                return
+            self._closed_outcome = (None, error)
+            future = self._closed_future
+        if future is not None:
+            _finish(future, None, error)
 
     def take_over(self) -> socket.socket:
         """`start_tls()`: hand the stdlib socket to a new connection; this one is UPGRADED.
@@ -452,21 +558,27 @@ class Connection:
         return error
 
     def _release(self) -> None:
-        """Give the descriptor back once the loop has forgotten it and no call is inside it."""
+        """Give the descriptor back once no watch holds it and no call is inside it."""
         if self._generation != _loop.fork_generation():
             return
+        with self._lock:
+            # First: our own shutdown below must not look like the peer's FIN.
+            self._set_hangup_watch(None)
+            in_selector = self._in_selector
         if self._reading or self._writing:
             self._shutdown_sock(socket.SHUT_RDWR)  # Wake them; the last one out closes.
-        if self._loop_holds:
+        if in_selector:
             _loop.get_loop().call_soon_threadsafe(self._release_in_loop)
         else:
             self._release_now()
 
     def _release_in_loop(self) -> None:
         loop = _loop.get_loop()
-        for sock in (self.sock, self._attempt):
-            if sock is not None:
-                loop.unwatch(sock)
+        with self._lock:
+            for sock in (self.sock, self._attempt):
+                if sock is not None:
+                    loop.unwatch(sock)
+            self._in_selector = False
         self._release_now()
 
     def _release_now(self) -> None:
@@ -492,6 +604,9 @@ class Connection:
         self._read_error = self._write_error = SocketClosedError(
             "this socket was inherited from the parent process; open a new one in the child"
         )
+        reader = self.reader_ref() if self.reader_ref is not None else None
+        if reader is not None:
+            reader.detach_buffer()  # Its buffered bytes are the parent's too.
         # Closing our copy of the descriptor sends nothing: the parent still holds it.
         for sock in (self.sock, self._attempt):
             if sock is not None:
@@ -520,7 +635,7 @@ class Connection:
                 nbytes = sock.recv_into(buffer)
             else:
                 nbytes = self._recv_into_nonblocking(sock, buffer, deadline)
-            if nbytes == 0 and not self._peer_eof:
+            if nbytes == 0:
                 return self._on_recv_eof(buffer)
             return nbytes
         except SocketTimeout:
@@ -547,9 +662,10 @@ class Connection:
     def _on_recv_eof(self, buffer: Any) -> int:
         if len(buffer) == 0:
             return 0
-        if not self._read_ok:
+        if not self._read_ok:  # Woken by our own shutdown: close() or readable.close().
             raise self._read_error or SocketClosedError("the socket is closed")
-        self.on_peer_eof()
+        if not self._peer_eof:
+            self.on_peer_eof()
         return 0
 
     def _read_failure(self, exc: OSError) -> BaseException:
@@ -581,7 +697,13 @@ class Connection:
         try:
             if not self._write_ok:
                 self._check_writable(deadline)
-            self._send(data, deadline)
+            try:
+                self._transmit(data, deadline)
+            except BaseException as exc:
+                failure = self._write_failure(exc)
+                if failure is exc:
+                    raise
+                raise failure from exc
         finally:
             self._writing = False
             if self._release_pending:
@@ -595,21 +717,20 @@ class Connection:
         else:
             self._send_all_nonblocking(sock, data, deadline)
 
-    def _send(self, data: Any, deadline: ReadDeadline) -> None:
-        try:
-            self._transmit(data, deadline)
-        except SocketTimeout as exc:
+    def _write_failure(self, exc: BaseException) -> BaseException:
+        """Map an error from the middle of a write, where an unknown amount was sent."""
+        if isinstance(exc, SocketTimeout):
             self._broken_by(exc, f"write to {self.endpoint} timed out; an unknown amount was sent")
-            raise
-        except OSError as exc:
+            return exc
+        if isinstance(exc, OSError):
             if not self._write_ok and self._write_error is not None:
-                raise self._write_error from exc
-            raise self._broken_by(exc) from exc
-        except BaseException as exc:  # KeyboardInterrupt mid-write: unknown amount sent.
-            self._broken_by(
-                exc, f"write to {self.endpoint} was interrupted; an unknown amount was sent"
-            )
-            raise
+                return self._write_error  # Closed by your code while the write was blocked.
+            return self._broken_by(exc)
+        # KeyboardInterrupt (or any other interruption) between two sends.
+        self._broken_by(
+            exc, f"write to {self.endpoint} was interrupted; an unknown amount was sent"
+        )
+        return exc
 
     def _send_all_nonblocking(
         self, sock: socket.socket, data: Any, deadline: ReadDeadline
@@ -656,6 +777,12 @@ def _tune(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _hung_up(sock: socket.socket) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(0))
+
+
 def _writable_now(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLOUT)
@@ -684,18 +811,16 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _set_result(future: concurrent.futures.Future[Any]) -> None:
+def _finish(
+    future: concurrent.futures.Future[Any], result: Any, error: Optional[BaseException]
+) -> None:
     try:
-        future.set_result(None)
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
     except concurrent.futures.InvalidStateError:
-        pass
-
-
-def _set_exception(future: concurrent.futures.Future[Any], exc: BaseException) -> None:
-    try:
-        future.set_exception(exc)
-    except concurrent.futures.InvalidStateError:
-        pass
+        pass  # Cancelled by its user: there is nobody left to tell.
 
 
 def _call_if_alive(ref: weakref.ref[Connection], method: str) -> None:

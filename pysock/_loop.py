@@ -12,25 +12,32 @@ an IP literal is started by `connect()` itself. The background thread,
   ``connect_timeout`` deadline;
 * the peer's FIN or RST arriving on a socket that no thread is reading, which
   must still complete ``closed`` (SPEC section 3);
-* releasing a closed socket's descriptor after its selector registration is
-  gone (closing a registered descriptor first would leave epoll watching a
-  file that another process, after ``fork()``, may still hold open).
+* releasing the descriptor of a socket that is registered in the selector
+  (closing a registered descriptor first would leave epoll watching a file
+  that another process, after ``fork()``, may still hold open).
 
 Only this thread touches the selector; other threads hand it commands with
 `Loop.call_soon_threadsafe`, which appends to a deque and wakes the thread
 through a socketpair (CPython's asyncio ``_write_to_self``). A flag keeps a
 burst of commands down to one wake-up byte.
 
-Idle sockets are watched for hang-ups only. On Linux the registration asks
-epoll for ``EPOLLRDHUP`` instead of ``EPOLLIN``: the thread then wakes for the
-peer's FIN, a reset or an error, never for ordinary data, so it stays off the
-data path even while another thread streams gigabytes through the socket, and
-it sees a FIN even when unread data sits in front of it. `selectors` has no
-name for that event, so `Loop.watch_hangup` sets the epoll mask on the
-selector's own epoll object after registering with `selectors`; every
-hang-up event comes back from `selectors` as ``EVENT_READ``. Selectors without
-epoll (macOS, Windows) get no idle hang-up watch: there ``closed`` completes
-when a read or write meets the end.
+Idle sockets are watched for hang-ups only, in a second epoll set (the
+*hang-up set*) whose own descriptor sits in the selector. Its registrations
+ask for ``EPOLLRDHUP`` instead of ``EPOLLIN``: the thread wakes for the peer's
+FIN, a reset or an error, never for ordinary data, so it stays off the data
+path even while another thread streams gigabytes through the socket, and it
+sees a FIN even when unread data sits in front of it. Any thread may add or
+remove a socket there (``epoll_ctl`` is thread-safe and a waiting
+``epoll_wait`` sees the change), and that is deliberate: handing each
+open and close to this thread cost a GIL hand-off apiece and held
+connect+close to 0.2x of ``socket.create_connection`` (docs/performance.md).
+Each connection changes its own registration only under its own lock and
+removes it before closing the descriptor, so the set never holds a closed
+file. An event can still arrive late, for a descriptor that was closed and
+reused meanwhile; targets therefore confirm the hang-up on their own socket
+with a zero-timeout ``poll()`` before acting. Platforms without epoll (macOS,
+Windows) get no idle hang-up watch: there ``closed`` completes when a read or
+write meets the end.
 
 Targets registered here are held through weak references, so the loop never
 keeps a forgotten socket alive; the socket's finalizer closes it.
@@ -54,7 +61,7 @@ from typing import Any, Callable, Final, Optional, Protocol
 __all__ = ["Loop", "Timer", "fork_generation", "get_loop"]
 
 _EPOLLRDHUP: Final = getattr(select, "EPOLLRDHUP", 0)
-# A hang-up watch over epoll: peer FIN (EPOLLRDHUP); EPOLLERR and EPOLLHUP are always reported.
+# A hang-up watch: peer FIN (EPOLLRDHUP); EPOLLERR and EPOLLHUP are always reported.
 HANGUP_WITH_EOF: Final = _EPOLLRDHUP
 # Only errors and full hang-ups: used once the peer's EOF has been seen.
 HANGUP_ERRORS_ONLY: Final = 0
@@ -66,6 +73,8 @@ class Target(Protocol):
     """What the loop calls back when a watched socket is ready."""
 
     def on_ready_in_loop(self, events: int) -> None: ...
+
+    def on_hangup_in_loop(self) -> None: ...
 
 
 class Timer:
@@ -88,11 +97,14 @@ class Loop:
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._epoll: Any = getattr(self._selector, "_selector", None)
-        self.hangup_supported: bool = isinstance(self._selector, selectors.EpollSelector)
+        self._hangups: Any = select.epoll() if hasattr(select, "epoll") else None
+        self._hangup_targets: dict[int, weakref.ref[Target]] = {}
         self._wake_recv, self._wake_send = socket.socketpair()
         self._wake_recv.setblocking(False)
         self._wake_send.setblocking(False)
         self._selector.register(self._wake_recv, selectors.EVENT_READ, None)
+        if self._hangups is not None:
+            self._selector.register(self._hangups.fileno(), selectors.EVENT_READ, _HANGUPS)
         self._commands: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
             collections.deque()
         )
@@ -122,6 +134,33 @@ class Loop:
         self.call_soon_threadsafe(self._add_timer, timer)
         return timer
 
+    def watch_hangup_threadsafe(self, sock: socket.socket, target: Target, mask: int) -> bool:
+        """Add `sock` to the hang-up set, or change its mask (see the module docstring).
+
+        The caller holds the target's lock, so no other thread changes this
+        socket's registration meanwhile. Returns False without epoll.
+        """
+        if self._hangups is None:
+            return False
+        fd = sock.fileno()
+        self._hangup_targets[fd] = weakref.ref(target)
+        try:
+            self._hangups.modify(fd, mask)
+        except FileNotFoundError:
+            self._hangups.register(fd, mask)
+        return True
+
+    def unwatch_hangup_threadsafe(self, sock: socket.socket) -> None:
+        """Remove `sock` from the hang-up set; call before closing its descriptor."""
+        fd = sock.fileno()
+        if self._hangups is None or fd < 0:
+            return
+        self._hangup_targets.pop(fd, None)
+        try:
+            self._hangups.unregister(fd)
+        except OSError:
+            pass  # Not registered.
+
     def in_loop_thread(self) -> bool:
         return threading.current_thread() is self._thread
 
@@ -141,18 +180,6 @@ class Loop:
         """Call ``target.on_ready_in_loop`` for the selector `events` (a TLS handshake)."""
         self._register(sock, events, target)
 
-    def watch_hangup(self, sock: socket.socket, target: Target, mask: int) -> bool:
-        """Watch `sock` for FIN/RST/errors only (see the module docstring).
-
-        Returns:
-            False where the selector cannot watch hang-ups without data events.
-        """
-        if not self.hangup_supported:
-            return False
-        self._register(sock, selectors.EVENT_READ, target)
-        self._epoll.modify(sock.fileno(), mask)
-        return True
-
     def unwatch(self, sock: socket.socket) -> None:
         """Forget `sock` if registered. Call before its descriptor is closed."""
         try:
@@ -168,13 +195,6 @@ class Loop:
             self._selector.register(sock, events, ref)
             return
         self._selector.modify(key.fileobj, events, ref)
-        if self._epoll is not None:
-            # selectors skips the syscall when `events` did not change, but a
-            # hang-up watch set its own epoll mask: put the plain one back.
-            mask = (select.EPOLLIN if events & selectors.EVENT_READ else 0) | (
-                select.EPOLLOUT if events & selectors.EVENT_WRITE else 0
-            )
-            self._epoll.modify(sock.fileno(), mask)
 
     def _add_timer(self, timer: Timer) -> None:
         heapq.heappush(self._timers, (timer.deadline, next(self._sequence), timer))
@@ -200,11 +220,21 @@ class Loop:
         if ref is None:
             self._drain_wakeups()
             return
+        if ref is _HANGUPS:
+            self._dispatch_hangups()
+            return
         target = ref()
         if target is None:
             self.unwatch(key.fileobj)  # type: ignore[arg-type]
         else:
             _guarded(target.on_ready_in_loop, events)
+
+    def _dispatch_hangups(self) -> None:
+        for fd, _ in self._hangups.poll(0):
+            ref = self._hangup_targets.get(fd)
+            target = ref() if ref is not None else None
+            if target is not None:  # A dead target's finalizer already removed it.
+                _guarded(target.on_hangup_in_loop)
 
     def _run_timers(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
@@ -230,6 +260,8 @@ class Loop:
 
     def _close_resources(self) -> None:
         self._selector.close()
+        if self._hangups is not None:
+            self._hangups.close()
         self._wake_recv.close()
         self._wake_send.close()
 
@@ -237,6 +269,9 @@ class Loop:
         """In a forked child: drop the parent's loop without touching its thread."""
         self._stopping = True
         self._close_resources()
+
+
+_HANGUPS: Final = object()  # The selector key data of the hang-up set's descriptor.
 
 
 def _noop() -> None:

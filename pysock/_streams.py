@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Optional, TypeVar
 
 from typing_extensions import Buffer
@@ -83,6 +84,7 @@ class SocketReader(io.BufferedIOBase):
         self._stash = b""
         self._lock = threading.Lock()
         self._is_closed = False
+        connection.reader_ref = weakref.ref(self)
 
     # -- the buffer and the fast path ------------------------------------------------
 
@@ -91,8 +93,10 @@ class SocketReader(io.BufferedIOBase):
             raise SocketClosedError("the readable side is closed")
         buffer = self._buffer
         if buffer is None:
-            self._raw = _RawSocket(self._connection)
-            buffer = self._buffer = io.BufferedReader(self._raw, READ_BUFFER_SIZE)
+            raw = self._raw = _RawSocket(self._connection)
+            if self._connection.options.timeout is None:
+                raw.readinto = self._connection.recv_into  # type: ignore[method-assign]
+            buffer = self._buffer = io.BufferedReader(raw, READ_BUFFER_SIZE)
             self._maybe_bind()
         return buffer
 
@@ -139,6 +143,9 @@ class SocketReader(io.BufferedIOBase):
 
     def read(self, size: Optional[int] = -1) -> bytes:
         """Read up to `size` bytes, or to EOF when `size` is -1 or None."""
+        fast = self.__dict__.get("read")
+        if fast is not None:  # A caller that looked the method up before the first read.
+            return fast(size)  # type: ignore[no-any-return]
         size = _check_size(size)
         with self._lock:
             buffer = self._begin()
@@ -190,6 +197,9 @@ class SocketReader(io.BufferedIOBase):
 
     def readline(self, size: Optional[int] = -1) -> bytes:
         """Read one line, including its ``\\n``; at most `size` bytes if `size` >= 0."""
+        fast = self.__dict__.get("readline")
+        if fast is not None:  # A caller that looked the method up before the first read.
+            return fast(size)  # type: ignore[no-any-return]
         size = _check_size(size)
         return self._read_through(b"\n", size, None)
 
@@ -279,11 +289,15 @@ class SocketReader(io.BufferedIOBase):
                 return True
             if self._buffer is None or self._raw is None:
                 return False
-            self._raw.nowait = True
+            raw = self._raw
+            raw.nowait = True
+            bound = raw.__dict__.pop("readinto", None)  # the unbuffered fast path, if any
             try:
                 return bool(self._buffer.peek(1))
             finally:
-                self._raw.nowait = False
+                raw.nowait = False
+                if bound is not None:
+                    raw.readinto = bound  # type: ignore[method-assign]
 
     def detach_buffer(self) -> None:
         """Drop the buffer and make every later read raise (used by `Socket.close()`)."""

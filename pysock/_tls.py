@@ -91,6 +91,22 @@ def default_context(alpn_protocols: Optional[Sequence[str]] = None) -> ssl.SSLCo
 class TlsConnection(Connection):
     """A `Connection` whose bytes go through TLS; see the module docstring."""
 
+    __slots__ = (
+        "_cipher_buffer",
+        "_close_notify_sent",
+        "_handshake_out",
+        "_handshaking",
+        "_incoming",
+        "_outgoing",
+        "_outq",
+        "_plain",
+        "_send_lock",
+        "_sock_rlock",
+        "_ssl_lock",
+        "_sslobj",
+        "_tls_eof",
+    )
+
     def __init__(self, endpoint: Endpoint, options: Options) -> None:
         super().__init__(endpoint, options)
         context = options.tls_context or default_context(options.alpn_protocols)
@@ -129,7 +145,6 @@ class TlsConnection(Connection):
             self._attempt = None
             self.sock = sock
             self._handshaking = True
-        self._loop_holds = True
         _loop.get_loop().call_soon_threadsafe(self._handshake_step_in_loop)
 
     def _handshake_step_in_loop(self) -> None:
@@ -154,7 +169,10 @@ class TlsConnection(Connection):
         events = 0 if done else selectors.EVENT_READ
         if self._handshake_out:
             events |= selectors.EVENT_WRITE
-        _loop.get_loop().watch(self.sock, events, self)
+        with self._lock:  # close() decides under this lock who releases the descriptor.
+            if self.state is State.CONNECTING:
+                _loop.get_loop().watch(self.sock, events, self)
+                self._in_selector = True
 
     def _flush_handshake_in_loop(self) -> None:
         sock = self.sock
@@ -198,6 +216,10 @@ class TlsConnection(Connection):
     def _handshake_done(self) -> None:
         sock = self.sock
         assert sock is not None
+        with self._lock:
+            if self._in_selector:
+                _loop.get_loop().unwatch(sock)
+                self._in_selector = False
         sslobj = self._sslobj
         alpn = sslobj.selected_alpn_protocol()
         cipher = sslobj.cipher()
@@ -221,27 +243,22 @@ class TlsConnection(Connection):
         self._opened(sock, info)
 
     def on_ready_in_loop(self, events: int) -> None:
-        if self.state is State.CONNECTING:
-            if self._handshaking:
-                self._handshake_ready_in_loop(events)
-            else:
-                super().on_ready_in_loop(events)
-            return
-        sock = self.sock
-        if self.state is State.OPEN and sock is not None and not self._reader_closed:  # noqa: SIM102
-            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-                self._idle_eof_in_loop()
-                return
-        super().on_ready_in_loop(events)
+        if self.state is State.CONNECTING and self._handshaking:
+            self._handshake_ready_in_loop(events)
+        else:
+            super().on_ready_in_loop(events)
+
+    def on_hangup_eof(self) -> None:
+        self._idle_eof_in_loop()
 
     # -- the peer's EOF on an idle socket (selector thread) ----------------------------
 
     def _idle_eof_in_loop(self) -> None:
         """The peer sent FIN: decrypt its last records so `closed` can complete."""
         sock = self.sock
-        assert sock is not None
+        if sock is None or self.state is not State.OPEN:
+            return
         loop = _loop.get_loop()
-        loop.watch_hangup(sock, self, _loop.HANGUP_ERRORS_ONLY)
         if not self._sock_rlock.acquire(blocking=False):
             # A reader is inside recv_into and will meet the EOF itself, unless it
             # is just leaving: look again shortly.
@@ -254,13 +271,12 @@ class TlsConnection(Connection):
         if isinstance(outcome, BaseException):
             self._broken_by(outcome, self._ragged_message(outcome))
         elif outcome:
-            self.on_peer_eof()
-        if self.state not in (State.OPEN, State.CONNECTING):
-            loop.unwatch(sock)
+            super().on_hangup_eof()
 
     def _recheck_in_loop(self) -> None:
-        if self.state is State.OPEN and not self._tls_eof and self.sock is not None:
-            _loop.get_loop().watch_hangup(self.sock, self, _loop.HANGUP_WITH_EOF)
+        with self._lock:
+            if self.state is State.OPEN and not self._tls_eof:
+                self._set_hangup_watch(_loop.HANGUP_WITH_EOF)
 
     def _drain_idle_socket(self, sock: socket.socket) -> Any:
         """Returns True at close_notify, the error for a ragged EOF, False if not at EOF."""
