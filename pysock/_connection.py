@@ -63,7 +63,7 @@ __all__ = ["Connection", "ReadDeadline"]
 # abandoned (its result dropped) but still occupies a worker until getaddrinfo returns.
 _DNS_WORKERS: Final = 4
 _IN_PROGRESS: Final = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK})
-_RESET_ERRORS: Final = (ConnectionError, TimeoutError)
+_SOCK_NONBLOCK: Final = getattr(socket, "SOCK_NONBLOCK", 0)
 
 ReadDeadline = Optional[float]
 Sockaddr = Union[tuple[str, int], tuple[str, int, int, int]]
@@ -216,7 +216,8 @@ class Connection:
         while self._addresses:
             family, sockaddr = self._addresses.pop(0)
             try:
-                sock = socket.socket(family, socket.SOCK_STREAM)
+                # Non-blocking from birth: one fcntl() less than setblocking(False).
+                sock = socket.socket(family, socket.SOCK_STREAM | _SOCK_NONBLOCK)
             except OSError as exc:
                 self._errors.append(exc)
                 continue
@@ -225,7 +226,8 @@ class Connection:
                     sock.close()
                     return
                 self._attempt = sock
-            sock.setblocking(False)
+            if not _SOCK_NONBLOCK:
+                sock.setblocking(False)
             code = _start_connect(sock, sockaddr)
             if code in _IN_PROGRESS and _writable_now(sock):
                 # Loopback and LAN connects are often done already: finishing

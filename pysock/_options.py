@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import ssl
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Final, Mapping, Optional, Sequence
 
 from typing_extensions import Literal, TypedDict
 
@@ -48,6 +48,9 @@ class Options:
     alpn_protocols: Optional[tuple[str, ...]] = None
 
 
+DEFAULT_OPTIONS: Final = Options()
+
+
 def merge_options(options: Optional[Mapping[str, Any]], kwargs: Mapping[str, Any]) -> Options:
     """Combine the positional options mapping and keyword options, then validate.
 
@@ -55,6 +58,8 @@ def merge_options(options: Optional[Mapping[str, Any]], kwargs: Mapping[str, Any
         TypeError: a wrong type, an unknown key, or a key given both ways.
         ValueError: a bad value (negative timeout, unknown secure_transport...).
     """
+    if options is None and not kwargs:
+        return DEFAULT_OPTIONS  # The common case, and the cheapest: nothing to check.
     if options is None:
         merged: dict[str, Any] = {}
     elif isinstance(options, Mapping):
