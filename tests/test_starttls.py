@@ -1,0 +1,228 @@
+"""start_tls(): the upgrade, its misuse, and the STARTTLS injection (CVE-2011-0411)."""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import threading
+from typing import Callable
+
+import pytest
+
+from pysock import SocketClosedError, StartTlsError, connect
+
+from ._servers import Server, recv_all
+from ._tls_peers import close_cleanly, tls_echo, wrap
+
+TIMEOUT = 10
+
+
+def starttls_server(
+    context: ssl.SSLContext, extra: bytes = b""
+) -> Callable[[socket.socket], None]:
+    """A line protocol: greeting, then ``STARTTLS`` -> ``GO`` (+ `extra`), then TLS echo."""
+
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(b"HELLO\r\n")
+        if conn.recv(100) != b"STARTTLS\r\n":
+            return
+        conn.sendall(b"GO\r\n" + extra)
+        if extra:
+            # An attacker's bytes went out with the go-ahead: the client must
+            # refuse, so the next thing here is its close, never a ClientHello.
+            received = recv_all_or_reset(conn)
+            assert received == b"", received
+            return
+        tls = wrap(conn, context)
+        while data := tls.recv(65536):
+            tls.sendall(data)
+        close_cleanly(tls)
+
+    return handler
+
+
+def recv_all_or_reset(conn: socket.socket) -> bytes:
+    try:
+        return recv_all(conn)
+    except ConnectionResetError:
+        return b""
+
+
+def negotiate(sock: object) -> None:
+    from pysock import Socket
+
+    assert isinstance(sock, Socket)
+    assert sock.readable.readline() == b"HELLO\r\n"
+    sock.writable.write(b"STARTTLS\r\n")
+    assert sock.readable.readline() == b"GO\r\n"
+
+
+def test_start_tls_upgrades_the_connection(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    server = serve(starttls_server(server_ctx))
+    sock = connect(server.address, secure_transport="starttls", tls_context=client_ctx)
+    negotiate(sock)
+    assert sock.tls is None
+    with sock.start_tls() as tls:
+        assert sock.upgraded
+        assert sock.closed.result(0) is None
+        assert repr(sock) == f"<pysock.Socket {server.address} starttls closed>"
+        assert tls.secure_transport == "on" and not tls.upgraded
+        tls.writable.write(b"secret\n")  # waits for the handshake
+        assert tls.readable.readline() == b"secret\n"
+        assert tls.opened.result(0).remote_address == server.address
+        assert tls.tls is not None and tls.tls.version in ("TLSv1.2", "TLSv1.3")
+        # The old socket's streams are gone; close() on it no longer touches the connection.
+        with pytest.raises(SocketClosedError):
+            sock.readable.read(1)
+        with pytest.raises(SocketClosedError):
+            sock.writable.write(b"plaintext")
+        sock.close()
+        tls.writable.write(b"still up\n")
+        assert tls.readable.readline() == b"still up\n"
+
+
+def test_start_tls_takes_its_options_from_connect(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    server = serve(starttls_server(server_ctx))
+    sock = connect(
+        server.address,
+        secure_transport="starttls",
+        tls_context=client_ctx,
+        timeout=7,
+        allow_half_open=True,
+    )
+    negotiate(sock)
+    with sock.start_tls(expected_server_hostname="localhost") as tls:
+        options = tls._connection.options
+        assert options.timeout == 7 and options.allow_half_open
+        assert options.tls_context is client_ctx
+        assert options.expected_server_hostname == "localhost"
+        tls.opened.result(TIMEOUT)
+    sock.close()
+
+
+def test_start_tls_with_a_wrong_hostname_fails_verification(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    from pysock import TLSError
+
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(b"HELLO\r\n")
+        conn.recv(100)
+        conn.sendall(b"GO\r\n")
+        try:
+            wrap(conn, server_ctx)
+        except (ssl.SSLError, OSError):
+            pass
+
+    server = serve(handler)
+    sock = connect(server.address, secure_transport="starttls", tls_context=client_ctx)
+    negotiate(sock)
+    with sock.start_tls(expected_server_hostname="other.example") as tls:
+        assert isinstance(tls.opened.exception(TIMEOUT), TLSError)
+    sock.close()
+
+
+@pytest.mark.parametrize("transport", ["off", "on"])
+def test_start_tls_needs_a_starttls_socket(
+    serve: Callable[..., Server],
+    server_ctx: ssl.SSLContext,
+    client_ctx: ssl.SSLContext,
+    transport: str,
+) -> None:
+    server = serve(tls_echo(server_ctx) if transport == "on" else lambda conn: recv_all(conn))
+    with connect(server.address, secure_transport=transport, tls_context=client_ctx) as sock:  # type: ignore[arg-type]
+        sock.opened.result(TIMEOUT)
+        with pytest.raises(StartTlsError, match="secure_transport='starttls'"):
+            sock.start_tls()
+
+
+def test_start_tls_twice(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    server = serve(starttls_server(server_ctx))
+    sock = connect(server.address, secure_transport="starttls", tls_context=client_ctx)
+    negotiate(sock)
+    with sock.start_tls() as tls:
+        with pytest.raises(StartTlsError, match="already"):
+            sock.start_tls()
+        tls.opened.result(TIMEOUT)
+    sock.close()
+
+
+def test_start_tls_on_a_closed_socket(serve: Callable[..., Server]) -> None:
+    server = serve(lambda conn: recv_all(conn))
+    sock = connect(server.address, secure_transport="starttls")
+    sock.opened.result(TIMEOUT)
+    sock.close()
+    with pytest.raises(StartTlsError, match="closed"):
+        sock.start_tls()
+    assert not sock.upgraded
+
+
+def test_start_tls_bad_options_are_argument_errors(serve: Callable[..., Server]) -> None:
+    server = serve(lambda conn: recv_all(conn))
+    with connect(server.address, secure_transport="starttls") as sock:
+        with pytest.raises(TypeError):
+            sock.start_tls(tls_context="ctx")  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            sock.start_tls(tls_context=ssl.create_default_context(), alpn_protocols=["h2"])
+        assert not sock.upgraded
+
+
+def test_injection_in_the_same_packet_is_refused(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    server = serve(starttls_server(server_ctx, extra=b"250 INJECTED\r\n"))
+    sock = connect(server.address, secure_transport="starttls", tls_context=client_ctx)
+    negotiate(sock)  # the reader's buffer now also holds the injected line
+    with pytest.raises(StartTlsError, match="CVE-2011-0411"):
+        sock.start_tls()
+    assert sock.closed.done() and not sock.upgraded
+    server.stop()  # the handler asserts that no ClientHello arrived
+
+
+def test_injection_waiting_in_the_kernel_is_refused(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    sent = threading.Event()
+
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(b"GO\r\n")
+        conn.recv(1)  # the client's signal that it has read the go-ahead
+        conn.sendall(b"INJECTED")
+        sent.set()
+        assert recv_all_or_reset(conn) == b""
+
+    server = serve(handler)
+    sock = connect(server.address, secure_transport="starttls", tls_context=client_ctx)
+    assert sock.readable.readexactly(4) == b"GO\r\n"
+    sock.writable.write(b"!")
+    assert sent.wait(TIMEOUT)
+    fd_poll = select.poll()
+    assert sock._connection.sock is not None
+    fd_poll.register(sock._connection.sock, select.POLLIN)
+    assert fd_poll.poll(TIMEOUT * 1000)  # the bytes are in the kernel, not in pysock
+    with pytest.raises(StartTlsError, match="CVE-2011-0411"):
+        sock.start_tls()
+    server.stop()
+
+
+def test_start_tls_waits_for_the_open(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    def handler(conn: socket.socket) -> None:
+        tls = wrap(conn, server_ctx)
+        tls.sendall(b"implicit")
+        close_cleanly(tls)
+
+    server = serve(handler)
+    # "localhost" goes through DNS: the socket is usually still connecting here.
+    sock = connect(("localhost", server.port), secure_transport="starttls", tls_context=client_ctx)
+    with sock.start_tls() as tls:
+        assert tls.readable.read() == b"implicit"
+    sock.close()
