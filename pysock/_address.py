@@ -8,6 +8,7 @@ a string ``"host:port"`` / ``"[v6 literal]:port"``, and a tuple
 
 from __future__ import annotations
 
+import functools
 import socket
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -58,6 +59,18 @@ def parse_address(address: Any) -> Endpoint:
         TypeError: `address`, its hostname or its port has the wrong type.
         ValueError: a missing, empty or malformed part, or a port outside 1..65535.
     """
+    if type(address) is str:
+        # Programs connect to the same few addresses again and again.
+        return _parse_string(address)
+    return _parse(address)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_string(address: str) -> Endpoint:
+    return _parse(address)
+
+
+def _parse(address: Any) -> Endpoint:
     if isinstance(address, str):
         host, port = _split_host_port(address)
     elif isinstance(address, tuple):

@@ -58,10 +58,12 @@ from .errors import (
 
 __all__ = ["Connection", "ReadDeadline"]
 
-# Bounded so that a burst of lookups for unresponsive names cannot create
-# threads without limit; a lookup that outlives its connect deadline is
-# abandoned (its result dropped) but still occupies a worker until getaddrinfo returns.
-_DNS_WORKERS: Final = 4
+# Threads are started on demand up to this bound, so one slow lookup never
+# stalls another until 32 are slow at once, and a burst of lookups for
+# unresponsive names cannot create threads without limit. A lookup that
+# outlives its connect deadline is abandoned (its result dropped) but holds its
+# worker until getaddrinfo() returns.
+_DNS_WORKERS: Final = 32
 _IN_PROGRESS: Final = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK})
 _SOCK_NONBLOCK: Final = getattr(socket, "SOCK_NONBLOCK", 0)
 
@@ -615,7 +617,7 @@ class Connection:
                 sock.close()
 
     def __del__(self) -> None:
-        if self._inherited or self._closing:
+        if self._inherited or self._closing or _loop is None:  # _loop: interpreter exit
             return
         if self.state not in TERMINAL:
             message = f"unclosed pysock socket to {self.endpoint}"

@@ -62,6 +62,12 @@ _WRITE_CHUNK: Final = 256 * 1024
 _CIPHER_BUFFER_SIZE: Final = 64 * 1024
 _IDLE_EOF_RETRY: Final = 0.05  # Seconds before retrying an idle EOF check a reader blocked.
 
+# OpenSSL 3's SSL_OP_IGNORE_UNEXPECTED_EOF turns a truncated stream into a clean
+# EOF. Python 3.9 sets it by default without naming it; 3.10+ name it.
+OP_IGNORE_UNEXPECTED_EOF: Final = getattr(
+    ssl, "OP_IGNORE_UNEXPECTED_EOF", 0x80 if ssl.OPENSSL_VERSION_INFO >= (3,) else 0
+)
+
 _contexts: dict[Optional[tuple[str, ...]], ssl.SSLContext] = {}
 _contexts_lock = threading.Lock()
 
@@ -81,7 +87,7 @@ def default_context(alpn_protocols: Optional[Sequence[str]] = None) -> ssl.SSLCo
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.check_hostname = True
             context.verify_mode = ssl.CERT_REQUIRED
-            context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+            context.options &= ~OP_IGNORE_UNEXPECTED_EOF
             if key:
                 context.set_alpn_protocols(list(key))
             _contexts[key] = context
@@ -311,7 +317,8 @@ class TlsConnection(Connection):
             self._plain += chunk
 
     def _ragged_message(self, exc: BaseException) -> str:
-        if isinstance(exc, ssl.SSLEOFError):
+        # Python 3.9 reports the same event as a plain SSLError with this reason.
+        if isinstance(exc, ssl.SSLEOFError) or _reason(exc) == "UNEXPECTED_EOF_WHILE_READING":
             return (
                 f"TLS connection to {self.endpoint} ended without close_notify "
                 "(a truncation attack looks the same)"
@@ -468,6 +475,10 @@ class TlsConnection(Connection):
         if self.state is State.OPEN and not self._inherited:
             self._send_close_notify(wait=False)
         super().close()
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", "") or "")
 
 
 def start_tls(

@@ -82,7 +82,7 @@ class SocketTimeout(PysockError, TimeoutError):
 
 
 class IncompleteReadError(PysockError, EOFError):
-    """`SocketReader.readexactly()` met EOF first; `partial` holds the bytes read."""
+    """`readexactly()` or `readuntil()` met EOF first; `partial` holds the bytes read."""
 
     def __init__(self, partial: bytes, expected: int) -> None:
         super().__init__(f"{len(partial)} bytes read on a total of {expected} expected bytes")

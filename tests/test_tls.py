@@ -309,11 +309,11 @@ def test_the_users_context_is_not_modified(
 
 
 def test_default_context_is_secure() -> None:
-    from pysock._tls import default_context
+    from pysock._tls import OP_IGNORE_UNEXPECTED_EOF, default_context
 
     context = default_context()
     assert context is default_context()
     assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
-    assert not context.options & getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    assert not context.options & OP_IGNORE_UNEXPECTED_EOF
     assert default_context(["h2"]) is not context
