@@ -33,59 +33,32 @@ the lock is released so that their callbacks can call back into the socket.
 from __future__ import annotations
 
 import concurrent.futures
-import errno
-import math
 import os
 import select
 import socket
 import threading
-import time
 import warnings
 import weakref
-from typing import Any, Final, Optional, Union
+from typing import Any, Optional
 
 from . import _loop
 from ._address import Endpoint
-from ._info import SocketInfo, TLSInfo, socket_info
+from ._info import SocketInfo, TLSInfo
+from ._opening import Opening, Sockaddr, reset_dns_after_fork
 from ._options import Options
+from ._rawio import ReadDeadline, StreamIO
 from ._state import TERMINAL, Event, State, next_state
 from .errors import (
     BrokenSocketError,
-    ConnectError,
     SocketClosedError,
-    SocketTimeout,
 )
 
 __all__ = ["Connection", "ReadDeadline"]
 
-# Threads are started on demand up to this bound, so one slow lookup never
-# stalls another until 32 are slow at once, and a burst of lookups for
-# unresponsive names cannot create threads without limit. A lookup that
-# outlives its connect deadline is abandoned (its result dropped) but holds its
-# worker until getaddrinfo() returns.
-_DNS_WORKERS: Final = 32
-_IN_PROGRESS: Final = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK})
-_SOCK_NONBLOCK: Final = getattr(socket, "SOCK_NONBLOCK", 0)
-
-ReadDeadline = Optional[float]
-Sockaddr = Union[tuple[str, int], tuple[str, int, int, int]]
-
 _live: weakref.WeakSet[Connection] = weakref.WeakSet()
-_dns_pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
-_dns_lock = threading.Lock()
 
 
-def _dns_executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _dns_pool
-    with _dns_lock:
-        if _dns_pool is None:
-            _dns_pool = concurrent.futures.ThreadPoolExecutor(
-                _DNS_WORKERS, thread_name_prefix="pysock-dns"
-            )
-        return _dns_pool
-
-
-class Connection:
+class Connection(Opening, StreamIO):
     """One TCP connection; see the module docstring. Internal: `pysock.Socket` wraps it."""
 
     # Slots: an idle connection must stay small (docs/performance.md, 10,000 idle sockets).
@@ -175,123 +148,6 @@ class Connection:
         self._blocking = options.timeout is None
         _live.add(self)
 
-    # -- opening ------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Begin opening: connect to an IP literal here, or hand the name to DNS."""
-        endpoint = self.endpoint
-        timeout = self.options.connect_timeout
-        self._connect_deadline = None if timeout is None else time.monotonic() + timeout
-        if endpoint.family is not None:
-            self._addresses = [(endpoint.family, (endpoint.host, endpoint.port))]
-            self._try_next_address()
-        else:
-            ref = weakref.ref(self)
-            _dns_executor().submit(_resolve, ref, endpoint.host, endpoint.port)
-        if self.state is State.CONNECTING and self._connect_deadline is not None:
-            self.schedule_connect_deadline()
-
-    def schedule_connect_deadline(self) -> None:
-        """Fail the opening with `SocketTimeout` at ``_connect_deadline``."""
-        assert self._connect_deadline is not None
-        ref = weakref.ref(self)
-        self._deadline_timer = _loop.get_loop().call_at_threadsafe(
-            self._connect_deadline, lambda: _call_if_alive(ref, "_on_connect_deadline")
-        )
-
-    def _on_resolved(self, addresses: list[tuple[int, Sockaddr]]) -> None:
-        """DNS worker: start the attempts (one at a time; see issue on happy eyeballs)."""
-        with self._lock:
-            if self.state is not State.CONNECTING:
-                return
-            self._addresses = addresses
-        self._try_next_address()
-
-    def _on_resolve_failed(self, exc: OSError) -> None:
-        message = (
-            f"cannot resolve {self.endpoint.host!r} for {self.endpoint}: {exc.strerror or exc}"
-        )
-        self._fail_open(ConnectError(message, exc.errno), exc)
-
-    def _try_next_address(self) -> None:
-        """Start the next connect attempt. Runs in the caller, DNS or loop thread."""
-        while self._addresses:
-            family, sockaddr = self._addresses.pop(0)
-            try:
-                # Non-blocking from birth: one fcntl() less than setblocking(False).
-                sock = socket.socket(family, socket.SOCK_STREAM | _SOCK_NONBLOCK)
-            except OSError as exc:
-                self._errors.append(exc)
-                continue
-            with self._lock:
-                if self.state is not State.CONNECTING:
-                    sock.close()
-                    return
-                self._attempt = sock
-            if not _SOCK_NONBLOCK:
-                sock.setblocking(False)
-            code = _start_connect(sock, sockaddr)
-            if code in _IN_PROGRESS and _writable_now(sock):
-                # Loopback and LAN connects are often done already: finishing
-                # here saves a round trip through the selector thread.
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if code in _IN_PROGRESS:
-                _loop.get_loop().call_soon_threadsafe(self._watch_connect_in_loop, sock)
-                return
-            if code == 0:
-                self._connected(sock)
-                return
-            self._attempt_failed(sock, OSError(code, os.strerror(code)))
-        self._fail_open_with_attempt_errors()
-
-    def _attempt_failed(self, sock: socket.socket, exc: OSError) -> None:
-        with self._lock:
-            if self._attempt is sock:
-                self._attempt = None
-        sock.close()
-        self._errors.append(exc)
-
-    def _fail_open_with_attempt_errors(self) -> None:
-        errors = self._errors
-        last = errors[-1] if errors else OSError(errno.EHOSTUNREACH, "no address to connect to")
-        reason = last.strerror or str(last)
-        message = f"cannot connect to {self.endpoint}: {reason}"
-        self._fail_open(ConnectError(message, last.errno, errors), last)
-
-    def _watch_connect_in_loop(self, sock: socket.socket) -> None:
-        with self._lock:  # close() decides under this lock who releases the descriptor.
-            if self._attempt is sock and self.state is State.CONNECTING:
-                _loop.get_loop().watch_writable(sock, self)
-                self._in_selector = True
-
-    def _finish_connect_in_loop(self) -> None:
-        sock = self._attempt
-        if sock is None:
-            return
-        loop = _loop.get_loop()
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        with self._lock:
-            loop.unwatch(sock)
-            self._in_selector = False
-        if code == 0:
-            self._connected(sock)
-            return
-        self._attempt_failed(sock, OSError(code, os.strerror(code)))
-        self._try_next_address()
-
-    def _connected(self, sock: socket.socket) -> None:
-        """The TCP connection is up: switch the socket to its I/O mode and open."""
-        try:
-            _tune(sock)
-            if self._blocking:
-                sock.setblocking(True)
-            info = socket_info(sock)
-        except OSError as exc:
-            self._attempt_failed(sock, exc)
-            self._try_next_address()
-            return
-        self._opened(sock, info)
-
     def _opened(self, sock: socket.socket, info: SocketInfo) -> None:
         """Enter OPEN (any thread). TLS calls this after its handshake."""
         with self._lock:
@@ -310,15 +166,6 @@ class Connection:
         if self._write_done:
             self._send_eof()
         self._maybe_finish()
-
-    def _cancel_deadline(self) -> None:
-        timer = self._deadline_timer
-        if timer is not None:
-            timer.cancel()
-
-    def _on_connect_deadline(self) -> None:
-        timeout = self.options.connect_timeout
-        self._fail_open(SocketTimeout(f"connecting to {self.endpoint} timed out after {timeout}s"))
 
     def _fail_open(self, error: BaseException, cause: Optional[BaseException] = None) -> None:
         if cause is not None:
@@ -625,188 +472,14 @@ class Connection:
         # A connection that already ended (peer EOF, reset) only needs its descriptor back.
         self.close()
 
-    # -- raw I/O, used by the streams ----------------------------------------------------
-
-    def recv_into(self, buffer: Any, deadline: ReadDeadline = None) -> int:
-        """Read once into `buffer`; 0 at EOF. The only place reads touch the socket."""
-        self._reading = True
-        try:
-            if not self._read_ok:
-                self._check_readable(deadline)
-            sock = self.sock
-            assert sock is not None
-            if self._blocking:
-                nbytes = sock.recv_into(buffer)
-            else:
-                nbytes = self._recv_into_nonblocking(sock, buffer, deadline)
-            if nbytes == 0:
-                return self._on_recv_eof(buffer)
-            return nbytes
-        except SocketTimeout:
-            raise  # The data stays in the kernel: the socket remains usable.
-        except OSError as exc:
-            raise self._read_failure(exc) from exc
-        finally:
-            self._reading = False
-            if self._release_pending:
-                self._after_call()
-
-    def _recv_into_nonblocking(
-        self, sock: socket.socket, buffer: Any, deadline: ReadDeadline
-    ) -> int:
-        while True:
-            try:
-                return sock.recv_into(buffer)
-            except BlockingIOError:
-                pass
-            if self._rpoll is None:
-                self._rpoll = _poller(sock, select.POLLIN)
-            _wait(self._rpoll, deadline, "read", self.options.timeout)
-
-    def _on_recv_eof(self, buffer: Any) -> int:
-        if len(buffer) == 0:
-            return 0
-        if not self._read_ok:  # Woken by our own shutdown: close() or readable.close().
-            raise self._read_error or SocketClosedError("the socket is closed")
-        if not self._peer_eof:
-            self.on_peer_eof()
-        return 0
-
-    def _read_failure(self, exc: OSError) -> BaseException:
-        if not self._read_ok and self._read_error is not None:
-            return self._read_error
-        return self._broken_by(exc)
-
-    def _check_readable(self, deadline: ReadDeadline) -> None:
-        if self.state is State.CONNECTING:
-            self.wait_opened(deadline, "read")
-            if self._read_ok:
-                return
-        raise self._read_error or SocketClosedError("the socket is closed")
-
-    def wait_opened(self, deadline: ReadDeadline, what: str) -> None:
-        """Block until the connection opens; raise the opening error if it fails."""
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            self.opened.result(timeout)
-        except concurrent.futures.TimeoutError:
-            message = f"{what} timed out after {self.options.timeout}s waiting for the open"
-            raise SocketTimeout(message) from None
-        except concurrent.futures.CancelledError:
-            raise SocketClosedError("the socket is closed") from None
-
-    def send_all(self, data: Any, deadline: ReadDeadline = None) -> None:
-        """Hand all of `data` to the kernel. On timeout or interrupt the socket is broken."""
-        self._writing = True
-        try:
-            if not self._write_ok:
-                self._check_writable(deadline)
-            try:
-                self._transmit(data, deadline)
-            except BaseException as exc:
-                failure = self._write_failure(exc)
-                if failure is exc:
-                    raise
-                raise failure from exc
-        finally:
-            self._writing = False
-            if self._release_pending:
-                self._after_call()
-
-    def _transmit(self, data: Any, deadline: ReadDeadline) -> None:
-        sock = self.sock
-        assert sock is not None
-        if self._blocking:
-            sock.sendall(data)
-        else:
-            self._send_all_nonblocking(sock, data, deadline)
-
-    def _write_failure(self, exc: BaseException) -> BaseException:
-        """Map an error from the middle of a write, where an unknown amount was sent."""
-        if isinstance(exc, SocketTimeout):
-            self._broken_by(exc, f"write to {self.endpoint} timed out; an unknown amount was sent")
-            return exc
-        if isinstance(exc, OSError):
-            if not self._write_ok and self._write_error is not None:
-                return self._write_error  # Closed by your code while the write was blocked.
-            return self._broken_by(exc)
-        # KeyboardInterrupt (or any other interruption) between two sends.
-        self._broken_by(
-            exc, f"write to {self.endpoint} was interrupted; an unknown amount was sent"
-        )
-        return exc
-
-    def _send_all_nonblocking(
-        self, sock: socket.socket, data: Any, deadline: ReadDeadline
-    ) -> None:
-        with memoryview(data) as view, view.cast("B") as octets:
-            total = len(octets)
-            sent = 0
-            while sent < total:
-                try:
-                    sent += sock.send(octets[sent:])
-                    continue
-                except BlockingIOError:
-                    pass
-                if self._wpoll is None:
-                    self._wpoll = _poller(sock, select.POLLOUT)
-                _wait(self._wpoll, deadline, "write", self.options.timeout)
-
-    def _check_writable(self, deadline: ReadDeadline) -> None:
-        if self.state is State.CONNECTING:
-            self.wait_opened(deadline, "write")
-            if self._write_ok:
-                return
-        raise self._write_error or SocketClosedError("the socket is closed")
-
-    def call_deadline(self) -> ReadDeadline:
-        """The deadline of one blocking call under the ``timeout`` option."""
-        timeout = self.options.timeout
-        return None if timeout is None else time.monotonic() + timeout
-
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def _start_connect(sock: socket.socket, sockaddr: Sockaddr) -> int:
-    try:
-        return sock.connect_ex(sockaddr)
-    except OSError as exc:  # connect_ex still raises for some errors (e.g. gaierror).
-        return exc.errno or errno.EINVAL
-
-
-def _tune(sock: socket.socket) -> None:
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        # Request/response protocols (SMTP, Redis, PostgreSQL) stall on Nagle + delayed ACK.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _hung_up(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
     return bool(poller.poll(0))
-
-
-def _writable_now(sock: socket.socket) -> bool:
-    poller = select.poll()
-    poller.register(sock, select.POLLOUT)
-    return bool(poller.poll(0))
-
-
-def _poller(sock: socket.socket, events: int) -> Any:
-    poller = select.poll()
-    poller.register(sock, events)
-    return poller
-
-
-def _wait(poller: Any, deadline: ReadDeadline, what: str, timeout: Optional[float]) -> None:
-    if deadline is None:
-        poller.poll()
-        return
-    remaining = deadline - time.monotonic()
-    ready = remaining > 0 and poller.poll(math.ceil(remaining * 1000))
-    if not ready and time.monotonic() >= deadline:
-        raise SocketTimeout(f"{what} timed out after {timeout}s")
 
 
 def _describe(exc: BaseException) -> str:
@@ -827,34 +500,8 @@ def _finish(
         pass  # Cancelled by its user: there is nobody left to tell.
 
 
-def _call_if_alive(ref: weakref.ref[Connection], method: str) -> None:
-    connection = ref()
-    if connection is not None:
-        getattr(connection, method)()
-
-
-def _resolve(ref: weakref.ref[Connection], host: str, port: int) -> None:
-    """DNS worker: resolve, then hand the addresses back (the socket may be gone)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        connection = ref()
-        if connection is not None:
-            connection._on_resolve_failed(exc)
-        return
-    connection = ref()
-    if connection is not None:
-        addresses: list[tuple[int, Sockaddr]] = [
-            (info[0], info[4])  # type: ignore[misc]  # SOCK_STREAM + AF_INET/6: (host, port, ...)
-            for info in infos
-        ]
-        connection._on_resolved(addresses)
-
-
 def _forget_inherited_connections() -> None:
-    global _dns_pool, _dns_lock
-    _dns_pool = None
-    _dns_lock = threading.Lock()
+    reset_dns_after_fork()
     for connection in list(_live):
         connection.inherited_in_child()
 

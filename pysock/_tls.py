@@ -47,8 +47,9 @@ from typing import Any, Final, Optional, Sequence
 
 from . import _loop
 from ._address import Endpoint
-from ._connection import Connection, ReadDeadline, _tune
+from ._connection import Connection, ReadDeadline
 from ._info import SocketInfo, TLSInfo, format_sockaddr
+from ._opening import tune
 from ._options import Options
 from ._state import State
 from .errors import PysockError, SocketClosedError, StartTlsError, TLSError
@@ -135,7 +136,7 @@ class TlsConnection(Connection):
 
     def _connected(self, sock: socket.socket) -> None:
         try:
-            _tune(sock)
+            tune(sock)
         except OSError as exc:
             self._attempt_failed(sock, exc)
             self._try_next_address()

@@ -1,0 +1,216 @@
+"""Raw I/O on the socket for the streams: reads, writes and their waits.
+
+With ``timeout=None`` the socket is in blocking mode and each call is exactly
+the stdlib call: one syscall when data or buffer space is there. With a
+timeout the socket is non-blocking: the call is tried first, and only
+``EAGAIN`` leads to a ``poll()`` in the caller's thread, bounded by the call's
+deadline. ``_reading``/``_writing`` tell `Connection.close()` that a call is
+inside the descriptor (see the handshake in `pysock._connection`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import select
+import socket
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+from ._state import State
+from .errors import SocketClosedError, SocketTimeout
+
+if TYPE_CHECKING:
+    from ._address import Endpoint
+    from ._info import SocketInfo
+    from ._options import Options
+    from .errors import BrokenSocketError
+
+__all__ = ["ReadDeadline", "StreamIO"]
+
+ReadDeadline = Optional[float]
+
+
+class StreamIO:
+    """The I/O half of `Connection` (a mixin: every method runs on a Connection)."""
+
+    if not TYPE_CHECKING:  # Connection declares every slot; mypy checks them there.
+        __slots__ = ()
+
+    if TYPE_CHECKING:  # Provided by Connection.
+        endpoint: Endpoint
+        options: Options
+        state: State
+        sock: Optional[socket.socket]
+        _blocking: bool
+        _read_ok: bool
+        _write_ok: bool
+        _read_error: Optional[BaseException]
+        _write_error: Optional[BaseException]
+        _peer_eof: bool
+        _reading: bool
+        _writing: bool
+        _release_pending: bool
+        _rpoll: Any
+        _wpoll: Any
+
+        @property
+        def opened(self) -> concurrent.futures.Future[SocketInfo]: ...
+        def on_peer_eof(self) -> None: ...
+        def _after_call(self) -> None: ...
+        def _broken_by(
+            self, exc: BaseException, message: Optional[str] = None
+        ) -> BrokenSocketError: ...
+
+    def recv_into(self, buffer: Any, deadline: ReadDeadline = None) -> int:
+        """Read once into `buffer`; 0 at EOF. The only place reads touch the socket."""
+        self._reading = True
+        try:
+            if not self._read_ok:
+                self._check_readable(deadline)
+            sock = self.sock
+            assert sock is not None
+            if self._blocking:
+                nbytes = sock.recv_into(buffer)
+            else:
+                nbytes = self._recv_into_nonblocking(sock, buffer, deadline)
+            if nbytes == 0:
+                return self._on_recv_eof(buffer)
+            return nbytes
+        except SocketTimeout:
+            raise  # The data stays in the kernel: the socket remains usable.
+        except OSError as exc:
+            raise self._read_failure(exc) from exc
+        finally:
+            self._reading = False
+            if self._release_pending:
+                self._after_call()
+
+    def _recv_into_nonblocking(
+        self, sock: socket.socket, buffer: Any, deadline: ReadDeadline
+    ) -> int:
+        while True:
+            try:
+                return sock.recv_into(buffer)
+            except BlockingIOError:
+                pass
+            if self._rpoll is None:
+                self._rpoll = _poller(sock, select.POLLIN)
+            _wait(self._rpoll, deadline, "read", self.options.timeout)
+
+    def _on_recv_eof(self, buffer: Any) -> int:
+        if len(buffer) == 0:
+            return 0
+        if not self._read_ok:  # Woken by our own shutdown: close() or readable.close().
+            raise self._read_error or SocketClosedError("the socket is closed")
+        if not self._peer_eof:
+            self.on_peer_eof()
+        return 0
+
+    def _read_failure(self, exc: OSError) -> BaseException:
+        if not self._read_ok and self._read_error is not None:
+            return self._read_error
+        return self._broken_by(exc)
+
+    def _check_readable(self, deadline: ReadDeadline) -> None:
+        if self.state is State.CONNECTING:
+            self.wait_opened(deadline, "read")
+            if self._read_ok:
+                return
+        raise self._read_error or SocketClosedError("the socket is closed")
+
+    def wait_opened(self, deadline: ReadDeadline, what: str) -> None:
+        """Block until the connection opens; raise the opening error if it fails."""
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            self.opened.result(timeout)
+        except concurrent.futures.TimeoutError:
+            message = f"{what} timed out after {self.options.timeout}s waiting for the open"
+            raise SocketTimeout(message) from None
+        except concurrent.futures.CancelledError:
+            raise SocketClosedError("the socket is closed") from None
+
+    def send_all(self, data: Any, deadline: ReadDeadline = None) -> None:
+        """Hand all of `data` to the kernel. On timeout or interrupt the socket is broken."""
+        self._writing = True
+        try:
+            if not self._write_ok:
+                self._check_writable(deadline)
+            try:
+                self._transmit(data, deadline)
+            except BaseException as exc:
+                failure = self._write_failure(exc)
+                if failure is exc:
+                    raise
+                raise failure from exc
+        finally:
+            self._writing = False
+            if self._release_pending:
+                self._after_call()
+
+    def _transmit(self, data: Any, deadline: ReadDeadline) -> None:
+        sock = self.sock
+        assert sock is not None
+        if self._blocking:
+            sock.sendall(data)
+        else:
+            self._send_all_nonblocking(sock, data, deadline)
+
+    def _write_failure(self, exc: BaseException) -> BaseException:
+        """Map an error from the middle of a write, where an unknown amount was sent."""
+        if isinstance(exc, SocketTimeout):
+            self._broken_by(exc, f"write to {self.endpoint} timed out; an unknown amount was sent")
+            return exc
+        if isinstance(exc, OSError):
+            if not self._write_ok and self._write_error is not None:
+                return self._write_error  # Closed by your code while the write was blocked.
+            return self._broken_by(exc)
+        # KeyboardInterrupt (or any other interruption) between two sends.
+        self._broken_by(
+            exc, f"write to {self.endpoint} was interrupted; an unknown amount was sent"
+        )
+        return exc
+
+    def _send_all_nonblocking(
+        self, sock: socket.socket, data: Any, deadline: ReadDeadline
+    ) -> None:
+        with memoryview(data) as view, view.cast("B") as octets:
+            total = len(octets)
+            sent = 0
+            while sent < total:
+                try:
+                    sent += sock.send(octets[sent:])
+                    continue
+                except BlockingIOError:
+                    pass
+                if self._wpoll is None:
+                    self._wpoll = _poller(sock, select.POLLOUT)
+                _wait(self._wpoll, deadline, "write", self.options.timeout)
+
+    def _check_writable(self, deadline: ReadDeadline) -> None:
+        if self.state is State.CONNECTING:
+            self.wait_opened(deadline, "write")
+            if self._write_ok:
+                return
+        raise self._write_error or SocketClosedError("the socket is closed")
+
+    def call_deadline(self) -> ReadDeadline:
+        """The deadline of one blocking call under the ``timeout`` option."""
+        timeout = self.options.timeout
+        return None if timeout is None else time.monotonic() + timeout
+
+
+def _poller(sock: socket.socket, events: int) -> Any:
+    poller = select.poll()
+    poller.register(sock, events)
+    return poller
+
+
+def _wait(poller: Any, deadline: ReadDeadline, what: str, timeout: Optional[float]) -> None:
+    if deadline is None:
+        poller.poll()
+        return
+    remaining = deadline - time.monotonic()
+    ready = remaining > 0 and poller.poll(math.ceil(remaining * 1000))
+    if not ready and time.monotonic() >= deadline:
+        raise SocketTimeout(f"{what} timed out after {timeout}s")
