@@ -13,9 +13,10 @@ from ._address import SocketAddress, parse_address
 from ._connection import Connection
 from ._info import SocketInfo, TLSInfo
 from ._options import SocketOptions, check_tls_options, merge_options
+from ._starttls import start_tls
 from ._state import State
 from ._streams import SocketReader, SocketWriter
-from ._tls import TlsConnection, start_tls
+from ._tls import TlsConnection
 from .errors import StartTlsError
 
 __all__ = ["Address", "Socket", "connect"]

@@ -37,7 +37,6 @@ it). `close()` queues close_notify and sends it only if it can go out at once.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import selectors
 import socket
 import ssl
@@ -52,9 +51,9 @@ from ._info import SocketInfo, TLSInfo, format_sockaddr
 from ._opening import tune
 from ._options import Options
 from ._state import State
-from .errors import PysockError, SocketClosedError, StartTlsError, TLSError
+from .errors import PysockError, SocketClosedError, TLSError
 
-__all__ = ["TlsConnection", "default_context", "start_tls"]
+__all__ = ["OP_IGNORE_UNEXPECTED_EOF", "TlsConnection", "default_context"]
 
 # Plaintext encrypted per step of a write: bounds the ciphertext held in memory
 # for a large write while keeping the per-step overhead negligible.
@@ -480,84 +479,3 @@ class TlsConnection(Connection):
 
 def _reason(exc: BaseException) -> str:
     return str(getattr(exc, "reason", "") or "")
-
-
-def start_tls(
-    old: Connection,
-    unread: bool,
-    context: Optional[ssl.SSLContext],
-    hostname: Optional[str],
-    alpn: Optional[tuple[str, ...]],
-) -> TlsConnection:
-    """Take `old`'s TCP connection over and begin a TLS handshake on it.
-
-    Raises:
-        StartTlsError: the socket is not open, another thread is using it, or
-            plaintext is waiting unread (then the connection is closed).
-    """
-    if old.state is State.CONNECTING:
-        try:
-            old.wait_opened(old.call_deadline(), "start_tls()")
-        except Exception as exc:
-            raise StartTlsError(f"start_tls(): the connection did not open: {exc}") from exc
-    _check_upgradable(old, unread)
-    options = _upgraded_options(old.options, context, hostname, alpn)
-    sock = old.take_over()
-    new = TlsConnection(old.endpoint, options)
-    timeout = options.connect_timeout
-    new._connect_deadline = None if timeout is None else time.monotonic() + timeout
-    if new._connect_deadline is not None:
-        new.schedule_connect_deadline()
-    sock.setblocking(False)
-    new.begin_handshake(sock)
-    return new
-
-
-def _check_upgradable(old: Connection, unread: bool) -> None:
-    if old.state is not State.OPEN or old.sock is None:
-        raise StartTlsError(f"start_tls(): the socket to {old.endpoint} is {old.state.value}")
-    if old._reading or old._writing:
-        raise StartTlsError("start_tls(): another thread is reading or writing this socket")
-    if old._peer_eof or old._write_done or old._reader_closed:
-        raise StartTlsError("start_tls(): the connection is half-closed")
-    if unread or _kernel_has_unread(old.sock):
-        old.close()
-        raise StartTlsError(
-            f"start_tls(): the server at {old.endpoint} sent bytes after its go-ahead and "
-            "before the TLS handshake; they could be injected plaintext (CVE-2011-0411), "
-            "so the connection was closed"
-        )
-
-
-def _kernel_has_unread(sock: socket.socket) -> bool:
-    try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except BlockingIOError:
-        return False
-    except OSError:
-        return False  # A reset: the handshake will report it.
-
-
-def _upgraded_options(
-    options: Options,
-    context: Optional[ssl.SSLContext],
-    hostname: Optional[str],
-    alpn: Optional[tuple[str, ...]],
-) -> Options:
-    if context is None and alpn is not None and options.tls_context is not None:
-        raise ValueError(
-            "alpn_protocols cannot be combined with the tls_context given to connect(): "
-            "pysock never modifies a context it was given"
-        )
-    if context is not None:
-        alpn_protocols = alpn
-    else:
-        context = options.tls_context
-        alpn_protocols = alpn if alpn is not None else options.alpn_protocols
-    return dataclasses.replace(
-        options,
-        secure_transport="on",
-        tls_context=context,
-        expected_server_hostname=hostname or options.expected_server_hostname,
-        alpn_protocols=alpn_protocols,
-    )

@@ -1,0 +1,106 @@
+"""`start_tls()`: taking a plaintext connection over for TLS, and the checks before it.
+
+The dangerous moment of STARTTLS is the switch: any byte the server (or a
+man in the middle) sent after its go-ahead and before the handshake would be
+read as if it came through TLS. That is CVE-2011-0411, found in Postfix and
+many other servers. pysock refuses the upgrade when such bytes wait in its
+own buffer or in the kernel, and closes the connection; bytes that arrive
+after the check go into the handshake and make it fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import ssl
+import time
+from typing import Optional
+
+from ._connection import Connection
+from ._options import Options
+from ._state import State
+from ._tls import TlsConnection
+from .errors import StartTlsError
+
+__all__ = ["start_tls"]
+
+
+def start_tls(
+    old: Connection,
+    unread: bool,
+    context: Optional[ssl.SSLContext],
+    hostname: Optional[str],
+    alpn: Optional[tuple[str, ...]],
+) -> TlsConnection:
+    """Take `old`'s TCP connection over and begin a TLS handshake on it.
+
+    Raises:
+        StartTlsError: the socket is not open, another thread is using it, or
+            plaintext is waiting unread (then the connection is closed).
+    """
+    if old.state is State.CONNECTING:
+        try:
+            old.wait_opened(old.call_deadline(), "start_tls()")
+        except Exception as exc:
+            raise StartTlsError(f"start_tls(): the connection did not open: {exc}") from exc
+    _check_upgradable(old, unread)
+    options = _upgraded_options(old.options, context, hostname, alpn)
+    sock = old.take_over()
+    new = TlsConnection(old.endpoint, options)
+    timeout = options.connect_timeout
+    new._connect_deadline = None if timeout is None else time.monotonic() + timeout
+    if new._connect_deadline is not None:
+        new.schedule_connect_deadline()
+    sock.setblocking(False)
+    new.begin_handshake(sock)
+    return new
+
+
+def _check_upgradable(old: Connection, unread: bool) -> None:
+    if old.state is not State.OPEN or old.sock is None:
+        raise StartTlsError(f"start_tls(): the socket to {old.endpoint} is {old.state.value}")
+    if old._reading or old._writing:
+        raise StartTlsError("start_tls(): another thread is reading or writing this socket")
+    if old._peer_eof or old._write_done or old._reader_closed:
+        raise StartTlsError("start_tls(): the connection is half-closed")
+    if unread or _kernel_has_unread(old.sock):
+        old.close()
+        raise StartTlsError(
+            f"start_tls(): the server at {old.endpoint} sent bytes after its go-ahead and "
+            "before the TLS handshake; they could be injected plaintext (CVE-2011-0411), "
+            "so the connection was closed"
+        )
+
+
+def _kernel_has_unread(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
+    except OSError:
+        return False  # A reset: the handshake will report it.
+
+
+def _upgraded_options(
+    options: Options,
+    context: Optional[ssl.SSLContext],
+    hostname: Optional[str],
+    alpn: Optional[tuple[str, ...]],
+) -> Options:
+    if context is None and alpn is not None and options.tls_context is not None:
+        raise ValueError(
+            "alpn_protocols cannot be combined with the tls_context given to connect(): "
+            "pysock never modifies a context it was given"
+        )
+    if context is not None:
+        alpn_protocols = alpn
+    else:
+        context = options.tls_context
+        alpn_protocols = alpn if alpn is not None else options.alpn_protocols
+    return dataclasses.replace(
+        options,
+        secure_transport="on",
+        tls_context=context,
+        expected_server_hostname=hostname or options.expected_server_hostname,
+        alpn_protocols=alpn_protocols,
+    )
