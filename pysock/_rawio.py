@@ -22,7 +22,7 @@ from .errors import SocketClosedError, SocketTimeout
 
 if TYPE_CHECKING:
     from ._address import Endpoint
-    from ._info import SocketInfo
+    from ._info import SocketInfo, TLSInfo
     from ._options import Options
     from .errors import BrokenSocketError
 
@@ -42,6 +42,7 @@ class StreamIO:
         options: Options
         state: State
         sock: Optional[socket.socket]
+        tls: Optional[TLSInfo]
         _blocking: bool
         _read_ok: bool
         _write_ok: bool
@@ -137,7 +138,10 @@ class StreamIO:
             if not self._write_ok:
                 self._check_writable(deadline)
             try:
-                self._transmit(data, deadline)
+                if self._blocking and self.tls is None and self.sock is not None:
+                    self.sock.sendall(data)  # Plain TCP, no timeout: the stdlib call itself.
+                else:
+                    self._transmit(data, deadline)
             except BaseException as exc:
                 failure = self._write_failure(exc)
                 if failure is exc:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Optional, TypeVar
 
@@ -364,7 +365,8 @@ class SocketWriter(io.BufferedIOBase):
             if self._is_closed:
                 raise SocketClosedError("the writable side is closed")
             if nbytes:
-                connection.send_all(b, connection.call_deadline())
+                timeout = connection.options.timeout
+                connection.send_all(b, None if timeout is None else time.monotonic() + timeout)
             elif not connection._write_ok:
                 connection._check_writable(connection.call_deadline())
         return nbytes
