@@ -19,13 +19,13 @@ def in_two_parts(
     first: bytes, second: bytes, go: threading.Event
 ) -> Callable[[socket.socket], None]:
     def handler(conn: socket.socket) -> None:
-        conn.sendall(first)
-        go.wait(TIMEOUT)
         try:
+            conn.sendall(first)
+            go.wait(TIMEOUT)
             conn.sendall(second)
             conn.recv(100)  # Stay open until the client is done.
         except (ConnectionResetError, BrokenPipeError):
-            pass  # The client closed first, with bytes unread: a reset.
+            pass  # The client closed first (with bytes unread: a reset).
 
     return handler
 
