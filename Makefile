@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-all lint typecheck check bench soak docs clean
+.PHONY: install demo test test-all lint typecheck check bench clean
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 demo: install
-	$(PY) -m pysock.demo
+	$(PY) -m pysock._demo
 
 test: install
 	$(PY) -m pytest

@@ -197,7 +197,7 @@ class Connection(Opening, StreamIO):
         """Hang-up set callback: the peer sent FIN or reset, or an error came."""
         with self._lock:
             sock = self.sock
-            if not self._hangup_watched or sock is None or not _hung_up(sock):
+            if not self._hangup_watched or sock is None or not hung_up(sock):
                 return  # A late event for a descriptor that was closed and reused.
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             # EPOLLRDHUP is level-triggered: stop asking for it; keep watching for
@@ -234,8 +234,11 @@ class Connection(Opening, StreamIO):
             )
         self._maybe_finish()
 
-    def shutdown_write(self, reason: BaseException) -> None:
-        """Close the write side: the peer sees EOF; later writes raise `reason`."""
+    def shutdown_write(self, reason: BaseException, wait: bool = False) -> None:
+        """Close the write side: the peer sees EOF; later writes raise `reason`.
+
+        `wait` (``writable.close()``): TLS sends close_notify as a write would.
+        """
         with self._lock:
             if self._write_done or self.state not in (State.OPEN, State.CONNECTING):
                 return
@@ -244,7 +247,7 @@ class Connection(Opening, StreamIO):
             self._write_error = reason
             if self.state is State.CONNECTING:
                 return  # _opened() shuts the write side down.
-        self._send_eof()
+        self._send_eof(wait)
         self._maybe_finish()
 
     def close_read(self) -> None:
@@ -264,7 +267,7 @@ class Connection(Opening, StreamIO):
             self._shutdown_sock(socket.SHUT_RD)
         self._maybe_finish()
 
-    def _send_eof(self) -> None:
+    def _send_eof(self, wait: bool = False) -> None:
         """Tell the peer we are done writing (TLS adds close_notify first)."""
         self._shutdown_sock(socket.SHUT_WR)
 
@@ -476,7 +479,7 @@ class Connection(Opening, StreamIO):
 # -- helpers ------------------------------------------------------------------------
 
 
-def _hung_up(sock: socket.socket) -> bool:
+def hung_up(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
     return bool(poller.poll(0))

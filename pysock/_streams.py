@@ -386,7 +386,9 @@ class SocketWriter(io.BufferedIOBase):
             return
         self._connection.check_half_close()
         self._is_closed = True
-        self._connection.shutdown_write(SocketClosedError("the writable side was closed"))
+        self._connection.shutdown_write(
+            SocketClosedError("the writable side was closed"), wait=True
+        )
 
     def detach_stream(self) -> None:
         self._is_closed = True

@@ -37,6 +37,7 @@ it). `close()` queues close_notify and sends it only if it can go out at once.
 from __future__ import annotations
 
 import collections
+import os
 import selectors
 import socket
 import ssl
@@ -46,11 +47,11 @@ from typing import Any, Final, Optional, Sequence
 
 from . import _loop
 from ._address import Endpoint
-from ._connection import Connection, ReadDeadline
+from ._connection import Connection, ReadDeadline, hung_up
 from ._info import SocketInfo, TLSInfo, format_sockaddr
 from ._opening import tune
 from ._options import Options
-from ._state import State
+from ._state import Event, State
 from .errors import PysockError, SocketClosedError, TLSError
 
 __all__ = ["OP_IGNORE_UNEXPECTED_EOF", "TlsConnection", "default_context"]
@@ -65,7 +66,8 @@ _CIPHER_BUFFER_SIZE: Final = 128 * 1024
 _IDLE_EOF_RETRY: Final = 0.05  # Seconds before retrying an idle EOF check a reader blocked.
 
 # OpenSSL 3's SSL_OP_IGNORE_UNEXPECTED_EOF turns a truncated stream into a clean
-# EOF. Python 3.9 sets it by default without naming it; 3.10+ name it.
+# EOF. Python 3.8 and 3.9 set it in every new context; 3.10+ leave it clear. A
+# build too old to name it gets OpenSSL 3's value.
 OP_IGNORE_UNEXPECTED_EOF: Final = getattr(
     ssl, "OP_IGNORE_UNEXPECTED_EOF", 0x80 if ssl.OPENSSL_VERSION_INFO >= (3,) else 0
 )
@@ -102,6 +104,7 @@ class TlsConnection(Connection):
     __slots__ = (
         "_cipher_buffer",
         "_close_notify_sent",
+        "_farewell",
         "_handshake_out",
         "_handshaking",
         "_incoming",
@@ -113,6 +116,7 @@ class TlsConnection(Connection):
         "_ssl_lock",
         "_sslobj",
         "_tls_eof",
+        "_tls_failure",
     )
 
     def __init__(self, endpoint: Endpoint, options: Options) -> None:
@@ -130,7 +134,10 @@ class TlsConnection(Connection):
         self._handshaking = False
         self._plain = bytearray()  # Decrypted by the loop from an idle socket's last records.
         self._tls_eof = False
+        # The first record-layer error: after it OpenSSL's answers are not the cause.
+        self._tls_failure: Optional[ssl.SSLError] = None
         self._close_notify_sent = False
+        self._farewell = b""  # Our close_notify, sent after every record queued before it.
         self._cipher_buffer: Optional[memoryview] = None
 
     # -- the handshake (selector thread) --------------------------------------------
@@ -256,60 +263,112 @@ class TlsConnection(Connection):
         else:
             super().on_ready_in_loop(events)
 
-    def on_hangup_eof(self) -> None:
-        self._idle_eof_in_loop()
+    # -- the peer's FIN or reset on an idle socket (selector thread) -------------------
 
-    # -- the peer's EOF on an idle socket (selector thread) ----------------------------
+    def on_hangup_in_loop(self) -> None:
+        """The peer sent FIN or reset: decrypt its last records before judging.
 
-    def _idle_eof_in_loop(self) -> None:
-        """The peer sent FIN: decrypt its last records so `closed` can complete."""
+        Unlike plain TCP, the reset is not taken from ``SO_ERROR`` first: the
+        records that came before it may hold the peer's close_notify, and a
+        reset after a clean close_notify (the peer refusing our own
+        close_notify, say) ends the read side cleanly.
+        """
+        if self._shut_rd:  # Our own readable.close() woke a reader: plain TCP rules.
+            super().on_hangup_in_loop()
+            return
+        with self._lock:
+            sock = self.sock
+            if not self._hangup_watched or sock is None or not hung_up(sock):
+                return  # A late event for a descriptor that was closed and reused.
+            self._set_hangup_watch(None)  # Level-triggered: quiet until handled.
+        self._examine_hangup_in_loop()
+
+    def _examine_hangup_in_loop(self) -> None:
         sock = self.sock
         if sock is None or self.state is not State.OPEN:
             return
-        loop = _loop.get_loop()
         if not self._sock_rlock.acquire(blocking=False):
-            # A reader is inside recv_into and will meet the EOF itself, unless it
+            # A reader is inside recv and meets the FIN or reset itself, unless it
             # is just leaving: look again shortly.
-            loop.call_at_threadsafe(time.monotonic() + _IDLE_EOF_RETRY, self._recheck_in_loop)
+            when = time.monotonic() + _IDLE_EOF_RETRY
+            _loop.get_loop().call_at_threadsafe(when, self._rewatch_in_loop)
             return
         try:
-            outcome = self._drain_idle_socket(sock)
+            eof, error = self._drain_idle_socket(sock)
+            if error is None:
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                error = OSError(code, os.strerror(code)) if code else None
+        except OSError as exc:  # Closed under us by close(): nothing left to report.
+            eof, error = False, exc
         finally:
             self._sock_rlock.release()
-        if isinstance(outcome, BaseException):
-            self._broken_by(outcome, self._ragged_message(outcome))
-        elif outcome:
-            super().on_hangup_eof()
+        if isinstance(eof, BaseException):
+            self._broken_by(eof, self._ragged_message(eof))
+        elif eof:
+            self.on_peer_eof()
+            if self.state is State.OPEN:  # allow_half_open: our write side is still open.
+                if error is not None:
+                    self._broken_by(error)
+                else:
+                    self._rewatch_in_loop()
+        elif error is not None:
+            self._broken_by(error)
+        else:
+            self._rewatch_in_loop()
 
-    def _recheck_in_loop(self) -> None:
+    def _rewatch_in_loop(self) -> None:
         with self._lock:
-            if self.state is State.OPEN and not self._tls_eof:
-                self._set_hangup_watch(_loop.HANGUP_WITH_EOF)
+            if self.state is State.OPEN:
+                mask = _loop.HANGUP_ERRORS_ONLY if self._tls_eof else _loop.HANGUP_WITH_EOF
+                self._set_hangup_watch(mask)
 
-    def _drain_idle_socket(self, sock: socket.socket) -> Any:
-        """Returns True at close_notify, the error for a ragged EOF, False if not at EOF."""
+    def _drain_idle_socket(self, sock: socket.socket) -> tuple[Any, Optional[OSError]]:
+        """Feed the SSL object what the kernel holds and decrypt it. Holds ``_sock_rlock``.
+
+        Returns ``(eof, error)``: `eof` is True at the peer's close_notify, the
+        SSL error of a TCP EOF without one, or False; `error` is the OSError
+        (a reset) that ended the byte stream, if any.
+        """
+        error: Optional[OSError] = None
+        at_fin = False
         while True:
             try:
                 data = sock.recv(_CIPHER_BUFFER_SIZE, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                return False
+                break
             except OSError as exc:
-                return exc
+                error = exc
+                break
+            if not data:
+                at_fin = True
+                break
             with self._ssl_lock:
-                if data:
-                    self._incoming.write(data)
-                    continue
+                self._incoming.write(data)
+        with self._ssl_lock:
+            if at_fin:
                 self._incoming.write_eof()
-                return self._decrypt_rest()
+            return self._decrypt_rest(), error
 
     def _decrypt_rest(self) -> Any:
+        """Decrypt every record received into ``_plain``. Caller holds ``_ssl_lock``.
+
+        Returns True at close_notify, False when more records may follow, or the
+        SSL error (a TCP EOF without close_notify).
+        """
+        if self._tls_eof:
+            return True
+        if self._tls_failure is not None:
+            return self._tls_failure
         while True:
             try:
                 chunk = self._sslobj.read(_CIPHER_BUFFER_SIZE)
+            except ssl.SSLWantReadError:
+                return False
             except ssl.SSLZeroReturnError:
                 self._tls_eof = True
                 return True
             except ssl.SSLError as exc:
+                self._tls_failure = exc
                 return exc
             finally:
                 self._queue_outgoing()
@@ -341,7 +400,8 @@ class TlsConnection(Connection):
                     nbytes = self._decrypt_into(buffer)
                     if nbytes is not None:
                         return nbytes if nbytes else self._on_recv_eof(buffer)
-                    self._flush_nowait(deadline)
+                    if self._outq:
+                        self._flush_nowait()
                     self._receive_ciphertext(deadline)
         except ssl.SSLError as exc:
             raise self._broken_by(exc, self._ragged_message(exc)) from exc
@@ -364,6 +424,8 @@ class TlsConnection(Connection):
                 return count
             if self._tls_eof:
                 return 0
+            if self._tls_failure is not None:
+                raise self._tls_failure
             try:
                 nbytes: int = self._sslobj.read(len(buffer), buffer)  # type: ignore[assignment]
                 if nbytes == 0:  # The ssl module reports a received close_notify as 0.
@@ -374,6 +436,9 @@ class TlsConnection(Connection):
             except ssl.SSLZeroReturnError:
                 self._tls_eof = True
                 return 0
+            except ssl.SSLError as exc:
+                self._tls_failure = exc
+                raise
             finally:
                 self._queue_outgoing()
 
@@ -413,19 +478,17 @@ class TlsConnection(Connection):
             self._outq.append(self._outgoing.read())
 
     def _drain(self, deadline: ReadDeadline) -> None:
+        """A writer sends the queue, blocking as a write may; then what others queued."""
         with self._send_lock:
             self._send_queued(deadline)
-        self._flush_nowait(deadline)
-
-    def _flush_nowait(self, deadline: ReadDeadline) -> None:
-        """Send queued records if no other thread is sending (it would send them)."""
-        while self._outq and self._send_lock.acquire(blocking=False):
+        while (self._outq or self._farewell) and self._send_lock.acquire(blocking=False):
             try:
                 self._send_queued(deadline)
             finally:
                 self._send_lock.release()
 
     def _send_queued(self, deadline: ReadDeadline) -> None:
+        """Send every queued record, then close_notify if it waits. Holds ``_send_lock``."""
         sock = self.sock
         assert sock is not None
         while self._outq:
@@ -434,10 +497,50 @@ class TlsConnection(Connection):
                 sock.sendall(records)
             else:
                 self._send_all_nonblocking(sock, records, deadline)
+        if self._farewell:
+            self._send_farewell_nowait(sock)
+
+    def _flush_nowait(self) -> None:
+        """A reader sends what is queued (a KeyUpdate answer) without ever blocking.
+
+        A reader must not block on a full socket: the peer may be blocked
+        writing to us. What does not fit now stays first in the queue for the
+        next writer or the reader's next pass; a send error is left for the
+        next write to report (the records stay queued).
+        """
+        if not self._send_lock.acquire(blocking=False):
+            return  # The sender sends them.
+        try:
+            sock = self.sock
+            assert sock is not None
+            while self._outq:
+                records = self._outq[0]
+                sent = sock.send(records, socket.MSG_DONTWAIT)
+                if sent < len(records):
+                    self._outq[0] = records[sent:]
+                    return
+                self._outq.popleft()
+            if self._farewell:
+                self._send_farewell_nowait(sock)
+        except OSError:
+            pass
+        finally:
+            self._send_lock.release()
+
+    def _send_farewell_nowait(self, sock: socket.socket) -> None:
+        """Best effort: close_notify never blocks and never fails a caller."""
+        farewell, self._farewell = self._farewell, b""
+        try:
+            sock.send(farewell, socket.MSG_DONTWAIT)
+        except OSError:
+            pass  # The peer is gone or not reading: the connection is ending anyway.
 
     # -- closing ------------------------------------------------------------------------
 
     def check_half_close(self) -> None:
+        if self.state is State.CONNECTING:
+            # The version is known after the handshake: wait for it as a write would.
+            self.wait_opened(self.call_deadline(), "writable.close()")
         version = self.tls.version if self.tls else None
         if self.state is State.OPEN and version != "TLSv1.3":
             raise PysockError(
@@ -446,35 +549,48 @@ class TlsConnection(Connection):
                 "close the whole socket instead"
             )
 
-    def _send_eof(self) -> None:
-        wait = not _loop.get_loop().in_loop_thread()
-        self._send_close_notify(wait)
+    def _send_eof(self, wait: bool = False) -> None:
+        self._send_close_notify(wait and not _loop.get_loop().in_loop_thread())
         super()._send_eof()
 
     def _send_close_notify(self, wait: bool) -> None:
-        if self._close_notify_sent or self.sock is None or self.tls is None:
+        """Queue close_notify after every record produced so far and send it.
+
+        With `wait` (``writable.close()``) the caller blocks until it is sent,
+        as a write would; otherwise (``close()``, the selector thread) it goes
+        out only as far as it fits now. Errors are never raised: either way the
+        connection is ending.
+        """
+        sock = self.sock
+        if self._close_notify_sent or sock is None or self.tls is None:
             return
         self._close_notify_sent = True
         with self._ssl_lock:
+            # SSL_shutdown would read, and drop, records already received (over
+            # TLS 1.3 they still count after our close_notify): decrypt them first.
+            self._decrypt_rest()
             try:
                 self._sslobj.unwrap()
             except ssl.SSLError:
                 pass  # SSLWantReadError: the peer's close_notify is not awaited.
-            self._queue_outgoing()
-        try:
-            if wait:
-                self._drain(self.call_deadline())
-            elif self._send_lock.acquire(blocking=False):
-                try:
-                    self.sock.send(b"".join(self._outq), socket.MSG_DONTWAIT)
-                    self._outq.clear()
-                finally:
-                    self._send_lock.release()
-        except OSError:
-            pass  # Best effort: the connection is ending anyway.
+            # Every record produced before is in the queue already (producers
+            # queue under this lock): what unwrap() produced is close_notify alone.
+            self._farewell = self._outgoing.read()
+        if wait:
+            try:
+                with self._send_lock:
+                    farewell, self._farewell = self._farewell, b""
+                    self._outq.append(farewell)
+                    self._send_queued(self.call_deadline())
+            except OSError:
+                pass
+        else:
+            self._flush_nowait()
 
     def close(self) -> None:
-        if self.state is State.OPEN and not self._inherited:
+        # Enter CLOSED before close_notify goes out: the peer's answer to it (its own
+        # close_notify, a FIN, a reset) must not look like a broken connection.
+        if not self._inherited and self._transition(Event.CLOSE):
             self._send_close_notify(wait=False)
         super().close()
 

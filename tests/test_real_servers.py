@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 import trustme
 
-from pysock import BrokenSocketError, Socket, StartTlsError, TLSError, connect
+from pysock import Socket, StartTlsError, TLSError, connect
 
 from ._real_servers import (  # noqa: F401 (fixtures)
     ChildServer,
@@ -153,13 +153,6 @@ def test_postgres_sslrequest_then_start_tls(
         sock.close()
 
 
-@pytest.mark.xfail(
-    raises=BrokenSocketError,
-    strict=False,
-    reason="pysock race: when the peer sends close_notify and closes at once, the "
-    "close_notify pysock sends back can fail (EPIPE) and is reported as a broken "
-    "connection, by `closed` or by the write that had already sent its data",
-)
 def test_postgres_terminate_ends_the_tls_session_cleanly(
     postgres: ChildServer,  # noqa: F811
     client_ctx: ssl.SSLContext,

@@ -259,6 +259,84 @@ def test_tls13_half_close(
         assert sock.closed.result(TIMEOUT) is None
 
 
+def test_tls13_half_close_keeps_the_records_already_received(
+    serve: Callable[..., Server], leaf: trustme.LeafCert, client_ctx: ssl.SSLContext
+) -> None:
+    # OpenSSL's SSL_shutdown reads, and drops, records that arrived before it sends
+    # close_notify; over TLS 1.3 they are the peer's data and must stay readable.
+    context = server_context(leaf, ssl.TLSVersion.TLSv1_3)
+    payload = os.urandom(MiB)
+
+    def stream_then_finish(conn: socket.socket) -> None:
+        tls = wrap(conn, context)
+        tls.recv(10)
+        tls.sendall(payload)
+        while tls.recv(65536):  # until the client's close_notify
+            pass
+        close_cleanly(tls)
+
+    server = serve(stream_then_finish)
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        sock.writable.write(b"go")
+        first = sock.readable.read1(1)  # more records wait, received but not decrypted
+        sock.writable.close()
+        rest = sock.readable.read()
+        assert hashlib.sha256(first + rest).digest() == hashlib.sha256(payload).digest()
+        assert sock.closed.result(TIMEOUT) is None
+
+
+def test_tls12_half_close_before_open_waits_for_the_version(
+    serve: Callable[..., Server], leaf: trustme.LeafCert, client_ctx: ssl.SSLContext
+) -> None:
+    server = serve(tls_echo(server_context(leaf, ssl.TLSVersion.TLSv1_2)))
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        with pytest.raises(pysock.PysockError, match=r"TLS 1\.3"):
+            sock.writable.close()  # before open: waits for the handshake, as a write would
+        assert sock.opened.done()
+        sock.writable.write(b"still open")
+        assert sock.readable.readexactly(10) == b"still open"
+
+
+def test_close_is_clean_when_the_peer_does_not_answer_close_notify(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    def hang_up_after_close_notify(conn: socket.socket) -> None:
+        tls = wrap(conn, server_ctx)
+        tls.sendall(tls.recv(100))
+        try:
+            while tls.recv(100):  # until the client's close_notify
+                pass
+        except OSError:
+            pass
+        tls.close()  # TCP FIN (or a reset), no close_notify back
+
+    server = serve(hang_up_after_close_notify)
+    for _ in range(20):  # a race once lost about one round in three
+        sock = connect(server.address, secure_transport="on", tls_context=client_ctx)
+        sock.writable.write(b"hi")
+        assert sock.readable.read1(100) == b"hi"
+        sock.close()
+        assert sock.closed.result(TIMEOUT) is None
+
+
+def test_close_notify_then_close_from_the_peer_is_a_clean_end(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    def terminate(conn: socket.socket) -> None:  # as PostgreSQL answers Terminate
+        tls = wrap(conn, server_ctx)
+        tls.recv(5)
+        close_cleanly(tls)  # our close_notify in answer may meet a reset
+
+    server = serve(terminate)
+    for _ in range(20):  # a race once lost about one round in four
+        with connect(
+            server.address, secure_transport="on", tls_context=client_ctx, timeout=TIMEOUT
+        ) as sock:
+            sock.writable.write(b"X\0\0\0\4")
+            assert sock.readable.read() == b""
+            assert sock.closed.result(TIMEOUT) is None
+
+
 def test_tls12_half_close_is_a_clear_error(
     serve: Callable[..., Server], leaf: trustme.LeafCert, client_ctx: ssl.SSLContext
 ) -> None:
