@@ -160,7 +160,7 @@ class Connection(Opening, StreamIO):
             # A stream closed while connecting stays closed (its close is applied now).
             self._read_ok = not self._reader_closed
             self._write_ok = not self._write_done
-            self._set_hangup_watch(_loop.HANGUP_WITH_EOF)
+            self._set_hangup_watch(_loop.HANGUP_WITH_EOF, defer=True)
         self._cancel_deadline()
         self._complete_opened(info, None)
         if self._write_done:
@@ -175,8 +175,12 @@ class Connection(Opening, StreamIO):
 
     # -- the loop's view of an open socket ------------------------------------------
 
-    def _set_hangup_watch(self, mask: Optional[int]) -> None:
-        """Add, change (`mask`) or remove (None) the idle hang-up watch. Holds ``_lock``."""
+    def _set_hangup_watch(self, mask: Optional[int], defer: bool = False) -> None:
+        """Add, change (`mask`) or remove (None) the idle hang-up watch. Holds ``_lock``.
+
+        `defer`: a new connection's watch reaches the kernel after a grace period
+        (`pysock._loop.HANGUP_GRACE`), so short-lived connections never pay for it.
+        """
         sock = self.sock
         if sock is None or self._generation != _loop.fork_generation():
             return  # Never touch the parent's epoll set from a forked child.
@@ -186,7 +190,7 @@ class Connection(Opening, StreamIO):
                 loop.unwatch_hangup_threadsafe(sock)
                 self._hangup_watched = False
         elif self.state is State.OPEN:
-            self._hangup_watched = loop.watch_hangup_threadsafe(sock, self, mask)
+            self._hangup_watched = loop.watch_hangup_threadsafe(sock, self, mask, defer)
 
     def on_ready_in_loop(self, events: int) -> None:
         """Selector callback: a connect attempt finished."""
@@ -374,12 +378,14 @@ class Connection(Opening, StreamIO):
     def take_over(self) -> socket.socket:
         """`start_tls()`: hand the stdlib socket to a new connection; this one is UPGRADED.
 
-        The selector registration moves with the socket: the new connection's
-        first registration replaces this one's (see `Loop.watch`).
+        The hang-up watch is removed here (the new connection adds its own once
+        its handshake is done); the new connection's handshake registration in
+        the selector replaces any of this one's (see `Loop.watch`).
         """
         with self._lock:
             sock = self.sock
             assert sock is not None and self.state is State.OPEN
+            self._set_hangup_watch(None)  # The new connection watches once it opens.
             self.sock = None
         self._transition(Event.UPGRADE)
         self._closing = True  # Nothing is left for close() or the finalizer to release.
