@@ -52,8 +52,8 @@ def format_sockaddr(sockaddr: Any) -> str:
     return str(sockaddr)
 
 
-def socket_info(sock: socket.socket, alpn: Optional[str] = None) -> SocketInfo:
-    """Read both endpoints of a connected socket."""
-    return SocketInfo(
-        format_sockaddr(sock.getpeername()), format_sockaddr(sock.getsockname()), alpn
-    )
+def socket_info(sock: socket.socket, peer: Any = None) -> SocketInfo:
+    """Read both endpoints of a connected socket (`peer`: its ``getpeername()``, if known)."""
+    if peer is None:
+        peer = sock.getpeername()
+    return SocketInfo(format_sockaddr(peer), format_sockaddr(sock.getsockname()), None)

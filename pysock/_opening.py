@@ -14,7 +14,6 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import os
-import select
 import socket
 import threading
 import time
@@ -127,15 +126,21 @@ class Opening:
             if not _SOCK_NONBLOCK:
                 sock.setblocking(False)
             code = _start_connect(sock, sockaddr)
-            if code in _IN_PROGRESS and _writable_now(sock):
-                # Loopback and LAN connects are often done already: finishing
-                # here saves a round trip through the selector thread.
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            peer: Optional[Sockaddr] = None
+            if code in _IN_PROGRESS:
+                # Loopback and LAN connects are often done already: finishing here
+                # saves a trip through the selector thread. getpeername() tells,
+                # and its answer is needed anyway.
+                try:
+                    peer = sock.getpeername()
+                    code = 0
+                except OSError:  # ENOTCONN: still connecting, or failed.
+                    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or code
             if code in _IN_PROGRESS:
                 _loop.get_loop().call_soon_threadsafe(self._watch_connect_in_loop, sock)
                 return
             if code == 0:
-                self._connected(sock)
+                self._connected(sock, peer)
                 return
             self._attempt_failed(sock, OSError(code, os.strerror(code)))
         self._fail_open_with_attempt_errors()
@@ -175,13 +180,16 @@ class Opening:
         self._attempt_failed(sock, OSError(code, os.strerror(code)))
         self._try_next_address()
 
-    def _connected(self, sock: socket.socket) -> None:
-        """The TCP connection is up: switch the socket to its I/O mode and open."""
+    def _connected(self, sock: socket.socket, peer: Optional[Sockaddr] = None) -> None:
+        """The TCP connection is up: switch the socket to its I/O mode and open.
+
+        `peer` is ``sock.getpeername()`` when the caller has it already.
+        """
         try:
             tune(sock)
             if self._blocking:
                 sock.setblocking(True)
-            info = socket_info(sock)
+            info = socket_info(sock, peer)
         except OSError as exc:
             self._attempt_failed(sock, exc)
             self._try_next_address()
@@ -219,12 +227,6 @@ def tune(sock: socket.socket) -> None:
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         # Request/response protocols (SMTP, Redis, PostgreSQL) stall on Nagle + delayed ACK.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _writable_now(sock: socket.socket) -> bool:
-    poller = select.poll()
-    poller.register(sock, select.POLLOUT)
-    return bool(poller.poll(0))
 
 
 def _call_if_alive(ref: weakref.ref[Any], method: str) -> None:

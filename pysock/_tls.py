@@ -142,7 +142,7 @@ class TlsConnection(Connection):
 
     # -- the handshake (selector thread) --------------------------------------------
 
-    def _connected(self, sock: socket.socket) -> None:
+    def _connected(self, sock: socket.socket, peer: Any = None) -> None:
         try:
             tune(sock)
         except OSError as exc:
