@@ -224,9 +224,13 @@ def _start_connect(sock: socket.socket, sockaddr: Sockaddr) -> int:
 
 
 def tune(sock: socket.socket) -> None:
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        # Request/response protocols (SMTP, Redis, PostgreSQL) stall on Nagle + delayed ACK.
+    # Request/response protocols (SMTP, Redis, PostgreSQL) stall on Nagle + delayed ACK.
+    # Asking is cheaper than reading sock.family (an enum conversion in Python).
+    try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOPROTOOPT):
+            raise  # Not a TCP socket (a Unix socket) is fine; anything else is not.
 
 
 def _call_if_alive(ref: weakref.ref[Any], method: str) -> None:

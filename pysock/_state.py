@@ -23,6 +23,10 @@ __all__ = ["TERMINAL", "Event", "State", "next_state"]
 
 
 class State(enum.Enum):
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum's own __hash__ is a Python call, paid on every transition).
+    __hash__ = object.__hash__
+
     CONNECTING = "connecting"
     OPEN = "open"
     CLOSED = "closed"
@@ -31,6 +35,8 @@ class State(enum.Enum):
 
 
 class Event(enum.Enum):
+    __hash__ = object.__hash__
+
     OPENED = "opened"
     FINISHED = "finished"
     CLOSE = "close"
