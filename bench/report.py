@@ -94,6 +94,9 @@ def machine_description(pin_note: str) -> list[str]:
     ]
 
 
+ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
+
+
 def _markdown_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -130,6 +133,8 @@ def markdown(
     if notes:
         parts += ["", "Notes:", "", *notes]
     parts += ["", "## Goals", "", *goal_summary(rows), ""]
+    if ANALYSIS.exists():  # Hand-written: why a row misses, with a profile.
+        parts += [ANALYSIS.read_text(encoding="utf-8").rstrip(), ""]
     return "\n".join(parts)
 
 
