@@ -84,3 +84,18 @@ class RecordingTlsServerSide:
             incoming.write(data)
         conn.sendall(outgoing.read())
         self.raw += recv_all(conn)
+
+
+def tls_record_types(raw: bytes) -> list[int]:
+    """The content type of each TLS record in `raw`; fails unless `raw` is whole records."""
+    types = []
+    offset = 0
+    while offset < len(raw):
+        header = raw[offset : offset + 5]
+        assert len(header) == 5, f"a truncated record header at byte {offset}"
+        content_type, major, length = header[0], header[1], int.from_bytes(header[3:5], "big")
+        assert content_type in (20, 21, 22, 23) and major == 3, f"not TLS at byte {offset}"
+        assert offset + 5 + length <= len(raw), f"a truncated record at byte {offset}"
+        types.append(content_type)
+        offset += 5 + length
+    return types

@@ -24,7 +24,14 @@ from pysock import (
 )
 
 from ._servers import Server, recv_all
-from ._tls_peers import RecordingTlsServerSide, close_cleanly, server_context, tls_echo, wrap
+from ._tls_peers import (
+    RecordingTlsServerSide,
+    close_cleanly,
+    server_context,
+    tls_echo,
+    tls_record_types,
+    wrap,
+)
 
 TIMEOUT = 10
 MiB = 1024 * 1024
@@ -116,7 +123,7 @@ def test_untrusted_certificate_is_a_tls_error_and_no_plaintext_leaves(
     sock.close()
     server.stop()
     assert b"secret" not in recorder.raw
-    assert recorder.raw[:1] == b"\x16"  # a handshake record: the ClientHello
+    assert tls_record_types(recorder.raw)[0] == 22  # the ClientHello, then TLS records only
 
 
 def test_the_default_context_verifies(
@@ -130,16 +137,23 @@ def test_the_default_context_verifies(
 def test_wrong_hostname_is_a_tls_error(
     serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
 ) -> None:
-    server = serve(RecordingTlsServerSide(server_ctx))
+    recorder = RecordingTlsServerSide(server_ctx)
+    server = serve(recorder)
     sock = connect(
         server.address,
         secure_transport="on",
         tls_context=client_ctx,
         expected_server_hostname="wrong.example",
     )
-    error = sock.opened.exception(TIMEOUT)
-    assert isinstance(error, TLSError) and "wrong.example" in str(error.__cause__)
+    with pytest.raises(TLSError) as info:
+        sock.writable.write(b"secret before the handshake")
+    error = info.value
+    assert sock.opened.exception(0) is error
+    assert "wrong.example" in str(error.__cause__)
     sock.close()
+    server.stop()
+    assert b"secret" not in recorder.raw
+    assert tls_record_types(recorder.raw)[0] == 22  # the ClientHello, then TLS records only
 
 
 def test_expected_server_hostname_overrides_the_address(
