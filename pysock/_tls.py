@@ -31,7 +31,12 @@ already holds are never missed by a wait on the socket.
 The handshake runs on the selector thread (``opened`` completes after it);
 it is a few small flights, and each step is non-blocking. A TCP EOF without
 close_notify is a `BrokenSocketError` (a truncation attack looks exactly like
-it). `close()` queues close_notify and sends it only if it can go out at once.
+it). `close()` enters CLOSED first and then sends close_notify as far as it
+fits at once, so no answer of the peer's can break a connection we closed.
+Our close_notify (the *farewell*) goes out after every record produced before
+it and never fails the writer that happens to send it. Before unwrap(),
+records already received are decrypted: SSL_shutdown would read and drop
+them, and over TLS 1.3 (half-close) they are still the peer's data.
 """
 
 from __future__ import annotations

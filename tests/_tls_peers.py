@@ -86,7 +86,7 @@ class RecordingTlsServerSide:
         self.raw += recv_all(conn)
 
 
-def tls_record_types(raw: bytes) -> list[int]:
+def tls_record_types(raw: bytes | bytearray) -> list[int]:
     """The content type of each TLS record in `raw`; fails unless `raw` is whole records."""
     types = []
     offset = 0
