@@ -165,9 +165,16 @@ class TlsConnection(Connection):
             self._attempt = None
             self.sock = sock
             self._handshaking = True
-        _loop.get_loop().call_soon_threadsafe(self._handshake_step_in_loop)
+        # The first flight (ClientHello) leaves from this thread, usually the
+        # caller's: the peer starts its work one thread hand-off sooner.
+        self._handshake_step(in_loop=_loop.get_loop().in_loop_thread())
 
-    def _handshake_step_in_loop(self) -> None:
+    def _handshake_step(self, in_loop: bool = True) -> None:
+        """One non-blocking handshake step; then wait in the selector if needed.
+
+        Runs on the loop thread, except the first step (`in_loop` False), which
+        hands the wait to the loop.
+        """
         if self.state is not State.CONNECTING or self.sock is None:
             return
         try:
@@ -189,8 +196,14 @@ class TlsConnection(Connection):
         events = 0 if done else selectors.EVENT_READ
         if self._handshake_out:
             events |= selectors.EVENT_WRITE
+        if in_loop:
+            self._watch_handshake_in_loop(events)
+        else:
+            _loop.get_loop().call_soon_threadsafe(self._watch_handshake_in_loop, events)
+
+    def _watch_handshake_in_loop(self, events: int) -> None:
         with self._lock:  # close() decides under this lock who releases the descriptor.
-            if self.state is State.CONNECTING:
+            if self.state is State.CONNECTING and self.sock is not None:
                 _loop.get_loop().watch(self.sock, events, self)
                 self._in_selector = True
 
@@ -222,7 +235,7 @@ class TlsConnection(Connection):
         except OSError as exc:
             self._handshake_failed(exc)
             return
-        self._handshake_step_in_loop()
+        self._handshake_step()
 
     def _handshake_failed(self, exc: BaseException) -> None:
         if isinstance(exc, ssl.SSLCertVerificationError):
