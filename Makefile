@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-all lint typecheck check bench clean
+.PHONY: install demo test test-all lint typecheck check bench soak clean
 
 install: $(STAMP)
 
@@ -41,6 +41,9 @@ check: lint typecheck test
 bench: install
 	-$(PY) -m pip install --quiet -e '.[bench]'  # trio and matplotlib: optional, where they install
 	$(PY) -m bench
+
+soak: install  # 10 minutes of mixed traffic under 16 threads (not part of CI)
+	$(PY) -m tests.reliability.soak
 
 clean:
 	rm -rf $(VENV) .venv-3.* build *.egg-info .mypy_cache .ruff_cache .pytest_cache
