@@ -1,0 +1,295 @@
+"""The `pysock` console script, driven as a user would: a subprocess on real servers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import trustme
+
+from ._real_servers import (  # noqa: F401 (fixtures)
+    ChildServer,
+    pg_startup_message,
+    postgres,
+    smtp_server,
+)
+from ._servers import Server, recv_all
+from ._tls_peers import close_cleanly, server_context, tls_echo, wrap
+
+TIMEOUT = 30  # Per run of the script: a cold interpreter on a loaded machine.
+SCRIPT = Path(sys.executable).with_name("pysock")
+
+
+def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    if not SCRIPT.exists():
+        pytest.fail(f"no console script at {SCRIPT}: reinstall with `pip install -e .[test]`")
+    return subprocess.run(
+        [str(SCRIPT), *args], input=stdin, capture_output=True, timeout=TIMEOUT, check=False
+    )
+
+
+def lines(stderr: bytes) -> str:
+    text = stderr.decode()
+    assert "Traceback" not in text, text
+    return text
+
+
+@pytest.fixture
+def cafile(ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def test_plain_echo_and_details_on_stderr(echo_server: Server) -> None:
+    result = run(echo_server.address, stdin=b"hello\n")
+    assert result.returncode == 0
+    assert result.stdout == b"hello\n"
+    err = lines(result.stderr)
+    assert f"* connected to {echo_server.address} (from 127.0.0.1:" in err
+    assert "* connection closed by the server" in err
+
+
+def test_binary_safe_both_ways(echo_server: Server) -> None:
+    payload = bytes(range(256)) * 4 + os.urandom(1 << 20)
+    result = run(echo_server.address, stdin=payload)
+    assert result.returncode == 0
+    assert result.stdout == payload
+
+
+def test_python_dash_m_runs_the_same_client(echo_server: Server) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pysock", echo_server.address],
+        input=b"via -m\n",
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0 and result.stdout == b"via -m\n"
+
+
+def test_eof_on_stdin_half_closes(serve: Callable[..., Server]) -> None:
+    def answer_after_eof(conn: socket.socket) -> None:
+        request = recv_all(conn)  # Returns only once the client half-closed.
+        conn.sendall(b"got %d bytes\n" % len(request))
+
+    server = serve(answer_after_eof)
+    result = run(server.address, stdin=b"x" * 1000)
+    assert result.returncode == 0
+    assert result.stdout == b"got 1000 bytes\n"
+
+
+def test_crlf(serve: Callable[..., Server]) -> None:
+    received: list[bytes] = []
+
+    def record(conn: socket.socket) -> None:
+        received.append(recv_all(conn))
+
+    server = serve(record)
+    result = run(server.address, "--crlf", stdin=b"EHLO a\nQUIT\r\n")
+    server.stop()
+    assert result.returncode == 0
+    assert received == [b"EHLO a\r\nQUIT\r\n"]
+
+
+def test_tls_details_and_echo(
+    serve: Callable[..., Server], leaf: trustme.LeafCert, cafile: str
+) -> None:
+    context = server_context(leaf, ssl.TLSVersion.TLSv1_3)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    server = serve(tls_echo(context))
+    result = run(server.address, "--tls", "--cafile", cafile, "--alpn", "h2", stdin=b"over tls\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"over tls\n"
+    err = lines(result.stderr)
+    assert "* TLS: TLSv1.3, cipher TLS_" in err and "ALPN h2" in err
+    assert "IP Address:127.0.0.1" in err  # the certificate's names
+    assert "* certificate: expires " in err
+
+
+def _refused_by_client(context: ssl.SSLContext) -> Callable[[socket.socket], None]:
+    def handler(conn: socket.socket) -> None:
+        try:
+            wrap(conn, context)
+        except (ssl.SSLError, OSError):
+            pass  # The client refuses our certificate: expected.
+
+    return handler
+
+
+def test_untrusted_certificate_is_one_line_and_status_1(
+    serve: Callable[..., Server], leaf: trustme.LeafCert
+) -> None:
+    server = serve(_refused_by_client(server_context(leaf, ssl.TLSVersion.TLSv1_3)))
+    result = run(server.address, "--tls", stdin=b"secret\n")
+    assert result.returncode == 1
+    err = lines(result.stderr)
+    assert err.count("\n") == 1 and err.startswith("pysock: error: TLS handshake with ")
+    assert "certificate verify failed" in err and result.stdout == b""
+
+
+def test_insecure_is_loud(serve: Callable[..., Server], leaf: trustme.LeafCert) -> None:
+    server = serve(tls_echo(server_context(leaf, ssl.TLSVersion.TLSv1_3)))
+    result = run(server.address, "--tls", "--insecure", stdin=b"ok\n")
+    assert result.returncode == 0 and result.stdout == b"ok\n"
+    err = lines(result.stderr)
+    assert "WARNING: --insecure" in err and "certificate: not verified" in err
+
+
+def test_tls12_stdin_eof_keeps_reading(
+    serve: Callable[..., Server], leaf: trustme.LeafCert, cafile: str
+) -> None:
+    def answer_then_close(conn: socket.socket) -> None:
+        tls = wrap(conn, server_context(leaf, ssl.TLSVersion.TLSv1_2))
+        request = tls.recv(100)
+        tls.sendall(b"answer to " + request)
+        close_cleanly(tls)
+
+    server = serve(answer_then_close)
+    result = run(server.address, "--tls", "--cafile", cafile, stdin=b"question\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"answer to question\n"
+    assert "stdin ended; writable.close() cannot half-close TLSv1.2" in lines(result.stderr)
+
+
+def test_refused_port(unused_port: int) -> None:
+    result = run(f"127.0.0.1:{unused_port}")
+    assert result.returncode == 1
+    err = lines(result.stderr)
+    assert err == f"pysock: error: cannot connect to 127.0.0.1:{unused_port}: Connection refused\n"
+
+
+def test_bad_host() -> None:
+    result = run("name-that-does-not-exist.invalid:80")
+    assert result.returncode == 1
+    err = lines(result.stderr)
+    assert err.startswith("pysock: error: cannot resolve 'name-that-does-not-exist.invalid'")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("localhost",), "port"),
+        (("127.0.0.1:0",), "port"),
+        (("127.0.0.1:80", "--cafile", "x.pem"), "--cafile needs --tls or --starttls"),
+        (("127.0.0.1:80", "--tls", "--cafile", "/nonexistent.pem"), "cannot set up TLS"),
+    ],
+)
+def test_bad_arguments_are_status_2(args: tuple[str, ...], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    err = lines(result.stderr)
+    assert err.startswith("pysock: error:") and message in err and err.count("\n") == 1
+
+
+def test_reset_is_status_3(serve: Callable[..., Server]) -> None:
+    def reset(conn: socket.socket) -> None:
+        conn.sendall(b"partial")
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    server = serve(reset)
+    result = run(server.address, "--half-close")  # stdin at EOF: keep reading
+    assert result.returncode == 3
+    assert result.stdout in (b"", b"partial")
+    assert "* connection broken: " in lines(result.stderr)
+
+
+def _smtp_like(context: ssl.SSLContext) -> Callable[[socket.socket], None]:
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(b"220 test ESMTP\r\n")
+        file = conn.makefile("rb")
+        assert file.readline() == b"EHLO pysock\r\n"
+        conn.sendall(b"250-test\r\n250 STARTTLS\r\n")
+        assert file.readline() == b"STARTTLS\r\n"
+        conn.sendall(b"220 go ahead\r\n")
+        file.close()
+        tls = wrap(conn, context)
+        line = tls.recv(100)
+        tls.sendall(b"250 hello " + line)
+        close_cleanly(tls)
+
+    return handler
+
+
+def test_starttls_smtp(serve: Callable[..., Server], leaf: trustme.LeafCert, cafile: str) -> None:
+    server = serve(_smtp_like(server_context(leaf, ssl.TLSVersion.TLSv1_3)))
+    result = run(server.address, "--starttls", "smtp", "--cafile", cafile, stdin=b"EHLO x\r\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"250 hello EHLO x\r\n"
+    err = lines(result.stderr)
+    assert "* <- 220 test ESMTP" in err and "* -> STARTTLS" in err and "* <- 220 go ahead" in err
+    assert "* TLS: TLSv1.3" in err
+
+
+def test_starttls_refused_names_the_answer(serve: Callable[..., Server], cafile: str) -> None:
+    def refuse(conn: socket.socket) -> None:
+        conn.sendall(b"220 test\r\n")
+        file = conn.makefile("rb")
+        file.readline()
+        conn.sendall(b"250 test\r\n")
+        file.readline()
+        conn.sendall(b"454 TLS not available \x1b[31mred\r\n")
+        file.close()
+
+    server = serve(refuse)
+    result = run(server.address, "--starttls", "smtp", "--cafile", cafile)
+    assert result.returncode == 1
+    err = lines(result.stderr)
+    assert "pysock: error: smtp: the server refused TLS: 454 TLS not available" in err
+    assert "\x1b" not in err and "\\x1b[31m" in err  # peer bytes escaped
+
+
+def test_starttls_postgres(postgres: ChildServer, cafile: str) -> None:  # noqa: F811
+    query = b"SELECT 1\0"
+    session = (
+        pg_startup_message()
+        + b"Q"
+        + struct.pack("!I", 4 + len(query))
+        + query
+        + b"X\0\0\0\4"  # Terminate: the server ends the session.
+    )
+    result = run(postgres.address, "--starttls", "postgres", "--cafile", cafile, stdin=session)
+    assert result.returncode == 0, result.stderr
+    err = lines(result.stderr)
+    assert "* -> SSLRequest" in err and "* <- S" in err and "* TLS: TLSv1.3" in err
+    assert b"Z" in result.stdout and b"SELECT 1" in result.stdout
+
+
+def test_starttls_smtp_on_a_real_server(
+    smtp_server: ChildServer,  # noqa: F811
+    cafile: str,
+) -> None:
+    # Interactive: stdin stays open until the answer came (aiosmtpd drops a reply
+    # when the client's close_notify arrives with the command).
+    with subprocess.Popen(
+        [str(SCRIPT), smtp_server.address, "--starttls", "smtp", "--cafile", cafile],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as child:
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            child.stdin.write(b"EHLO again\r\n")
+            child.stdin.flush()
+            assert child.stdout.readline().startswith(b"250")  # after TLS: EHLO again
+            while child.stdout.readline().startswith(b"250-"):
+                pass
+            child.stdin.write(b"QUIT\r\n")
+            child.stdin.close()
+            rest = child.stdout.read()
+            assert child.wait(TIMEOUT) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(TIMEOUT)
+        assert child.stderr is not None
+        err = lines(child.stderr.read())
+    assert rest.startswith(b"221"), (rest, err)
+    assert "* TLS: TLSv1.3" in err
