@@ -33,6 +33,7 @@ the lock is released so that their callbacks can call back into the socket.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import select
 import socket
@@ -56,6 +57,9 @@ from .errors import (
 __all__ = ["Connection", "ReadDeadline"]
 
 _live: weakref.WeakSet[Connection] = weakref.WeakSet()
+# Silent unless the application configures logging at DEBUG: connects, TLS
+# sessions and how each connection ended. Never data, keys or certificates.
+_log = logging.getLogger("pysock")
 
 
 class Connection(Opening, StreamIO):
@@ -162,6 +166,10 @@ class Connection(Opening, StreamIO):
             self._write_ok = not self._write_done
             self._set_hangup_watch(_loop.HANGUP_WITH_EOF, defer=True)
         self._cancel_deadline()
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "%s: open, %s -> %s", self.endpoint, info.local_address, info.remote_address
+            )
         self._complete_opened(info, None)
         if self._write_done:
             self._send_eof()
@@ -329,6 +337,15 @@ class Connection(Opening, StreamIO):
             self._complete_closed(error or BrokenSocketError("the connection broke"))
         elif new in TERMINAL:
             self._complete_closed(None)
+        if new is not State.OPEN and _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "%s: %s -> %s (%s)%s",
+                self.endpoint,
+                old.value,
+                new.value,
+                event.value,
+                f": {error}" if error is not None else "",
+            )
         return True
 
     # -- the futures, created on first use ------------------------------------------------

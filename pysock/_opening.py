@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
+import logging
 import os
 import socket
 import threading
@@ -21,9 +22,11 @@ import weakref
 from typing import TYPE_CHECKING, Any, Final, Optional, Union
 
 from . import _loop
-from ._info import SocketInfo, socket_info
+from ._info import SocketInfo, format_sockaddr, socket_info
 from ._state import State
 from .errors import ConnectError, SocketTimeout
+
+_log = logging.getLogger("pysock")
 
 if TYPE_CHECKING:
     from ._address import Endpoint
@@ -125,6 +128,8 @@ class Opening:
                 self._attempt = sock
             if not _SOCK_NONBLOCK:
                 sock.setblocking(False)
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("%s: connecting to %s", self.endpoint, format_sockaddr(sockaddr))
             code = _start_connect(sock, sockaddr)
             peer: Optional[Sockaddr] = None
             if code in _IN_PROGRESS:
@@ -146,6 +151,7 @@ class Opening:
         self._fail_open_with_attempt_errors()
 
     def _attempt_failed(self, sock: socket.socket, exc: OSError) -> None:
+        _log.debug("%s: connect attempt failed: %s", self.endpoint, exc)
         with self._lock:
             if self._attempt is sock:
                 self._attempt = None

@@ -42,6 +42,7 @@ them, and over TLS 1.3 (half-close) they are still the peer's data.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import selectors
 import socket
@@ -76,6 +77,8 @@ _IDLE_EOF_RETRY: Final = 0.05  # Seconds before retrying an idle EOF check a rea
 OP_IGNORE_UNEXPECTED_EOF: Final = getattr(
     ssl, "OP_IGNORE_UNEXPECTED_EOF", 0x80 if ssl.OPENSSL_VERSION_INFO >= (3,) else 0
 )
+
+_log = logging.getLogger("pysock")
 
 _contexts: dict[Optional[tuple[str, ...]], ssl.SSLContext] = {}
 _contexts_lock = threading.Lock()
@@ -238,6 +241,7 @@ class TlsConnection(Connection):
         self._handshake_step()
 
     def _handshake_failed(self, exc: BaseException) -> None:
+        _log.debug("%s: TLS handshake failed: %r", self.endpoint, exc)
         if isinstance(exc, ssl.SSLCertVerificationError):
             reason = f"certificate verify failed: {exc.verify_message}"
         elif isinstance(exc, ssl.SSLEOFError):
@@ -273,6 +277,10 @@ class TlsConnection(Connection):
             peer_certificate_der=sslobj.getpeercert(binary_form=True) or b"",
         )
         self._handshaking = False
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "%s: TLS %s, %s, ALPN %s", self.endpoint, self.tls.version, self.tls.cipher, alpn
+            )
         self._opened(sock, info)
 
     def on_ready_in_loop(self, events: int) -> None:

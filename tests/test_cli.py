@@ -282,8 +282,10 @@ def test_starttls_smtp_on_a_real_server(
             while child.stdout.readline().startswith(b"250-"):
                 pass
             child.stdin.write(b"QUIT\r\n")
+            child.stdin.flush()
+            rest = child.stdout.readline()  # 221, then the server closes
             child.stdin.close()
-            rest = child.stdout.read()
+            rest += child.stdout.read()
             assert child.wait(TIMEOUT) == 0
         finally:
             if child.poll() is None:
