@@ -33,6 +33,7 @@ the lock is released so that their callbacks can call back into the socket.
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import logging
 import os
 import select
@@ -47,7 +48,7 @@ from ._address import Endpoint
 from ._info import SocketInfo, TLSInfo
 from ._opening import Opening, Sockaddr, reset_dns_after_fork
 from ._options import Options
-from ._rawio import ReadDeadline, StreamIO
+from ._rawio import ReadDeadline, StreamIO, was_reset
 from ._state import TERMINAL, Event, State, next_state
 from .errors import (
     BrokenSocketError,
@@ -212,6 +213,8 @@ class Connection(Opening, StreamIO):
             if not self._hangup_watched or sock is None or not hung_up(sock):
                 return  # A late event for a descriptor that was closed and reused.
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if not code and not self._shut_rd and was_reset(sock) is not None:
+                code = errno.ECONNRESET  # A reader took the error first (see was_reset).
             # EPOLLRDHUP is level-triggered: stop asking for it; keep watching for
             # a reset while the write side is open.
             self._set_hangup_watch(_loop.HANGUP_ERRORS_ONLY if not code else None)

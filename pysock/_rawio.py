@@ -11,11 +11,13 @@ inside the descriptor (see the handshake in `pysock._connection`).
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import math
+import os
 import select
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Final, Optional
 
 from ._state import State
 from .errors import SocketClosedError, SocketTimeout
@@ -105,6 +107,9 @@ class StreamIO:
         if not self._read_ok:  # Woken by our own shutdown: close() or readable.close().
             raise self._read_error or SocketClosedError("the socket is closed")
         if not self._peer_eof:
+            reset = was_reset(self.sock)
+            if reset is not None:
+                raise self._broken_by(reset)
             self.on_peer_eof()
         return 0
 
@@ -123,9 +128,14 @@ class StreamIO:
     def wait_opened(self, deadline: ReadDeadline, what: str) -> None:
         """Block until the connection opens; raise the opening error if it fails."""
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        future = self.opened
         try:
-            self.opened.result(timeout)
+            future.result(timeout)
         except concurrent.futures.TimeoutError:
+            # Since 3.11 this is the builtin TimeoutError, which the opening's own
+            # SocketTimeout (the connect deadline) also is: that one is raised as is.
+            if future.done():
+                raise
             message = f"{what} timed out after {self.options.timeout}s waiting for the open"
             raise SocketTimeout(message) from None
         except concurrent.futures.CancelledError:
@@ -202,6 +212,31 @@ class StreamIO:
         """The deadline of one blocking call under the ``timeout`` option."""
         timeout = self.options.timeout
         return None if timeout is None else time.monotonic() + timeout
+
+
+# Linux's TCP states (include/net/tcp_states.h): after a reset the socket is CLOSE.
+_TCP_CLOSE: Final = 7
+_TCP_INFO: Final = getattr(socket, "TCP_INFO", None)
+
+
+def was_reset(sock: Optional[socket.socket]) -> Optional[OSError]:
+    """The reset behind an EOF-looking event on `sock`, or None for the peer's FIN.
+
+    A reset's ECONNRESET is reported once (``SO_ERROR`` and ``recv()`` both
+    consume it), so when the selector thread and a reader race for it, the
+    loser sees what looks like a FIN. The TCP state is not consumed: a FIN
+    leaves the socket in CLOSE_WAIT (or, after our own FIN, TIME_WAIT), a
+    reset in CLOSE. Without TCP_INFO (not Linux) an EOF is taken for a FIN.
+    """
+    if sock is None or _TCP_INFO is None:
+        return None
+    try:
+        state = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0]
+    except OSError:
+        return None  # Not TCP (a Unix socket), or closed meanwhile.
+    if state != _TCP_CLOSE:
+        return None
+    return ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
 
 
 def _poller(sock: socket.socket, events: int) -> Any:
