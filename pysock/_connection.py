@@ -39,9 +39,10 @@ import os
 import select
 import socket
 import threading
+import time
 import warnings
 import weakref
-from typing import Any, Optional
+from typing import Any, Final, Optional
 
 from . import _loop
 from ._address import Endpoint
@@ -61,6 +62,9 @@ _live: weakref.WeakSet[Connection] = weakref.WeakSet()
 # Silent unless the application configures logging at DEBUG: connects, TLS
 # sessions and how each connection ended. Never data, keys or certificates.
 _log = logging.getLogger("pysock")
+# Seconds before the selector thread looks again at a hang-up that a reader was
+# inside recv() for (it usually handles it first; this covers one just leaving).
+_HANGUP_RECHECK: Final = 0.05
 
 
 class Connection(Opening, StreamIO):
@@ -92,6 +96,7 @@ class Connection(Opening, StreamIO):
         "_reader_closed",
         "_reading",
         "_release_pending",
+        "_reset_error",
         "_rpoll",
         "_shut_rd",
         "_wpoll",
@@ -130,6 +135,7 @@ class Connection(Opening, StreamIO):
         self._read_error: Optional[BaseException] = None
         self._write_error: Optional[BaseException] = None
         self._peer_eof = False
+        self._reset_error: Optional[OSError] = None
         self._reader_closed = False
         self._read_done = False
         self._write_done = False
@@ -212,9 +218,18 @@ class Connection(Opening, StreamIO):
             sock = self.sock
             if not self._hangup_watched or sock is None or not hung_up(sock):
                 return  # A late event for a descriptor that was closed and reused.
+            if self._reading and not self._shut_rd:
+                # A reset's error is reported once, to SO_ERROR or to recv(): a
+                # reader inside recv() meets the FIN or reset itself, unless it is
+                # just leaving. Look again shortly; epoll is level-triggered.
+                self._set_hangup_watch(None)
+                self._rewatch_later()
+                return
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if not code and not self._shut_rd and was_reset(sock) is not None:
-                code = errno.ECONNRESET  # A reader took the error first (see was_reset).
+            if not code and not self._write_done and was_reset(sock) is not None:
+                code = errno.ECONNRESET  # A writer's send() took the error first.
+            if code:
+                self._reset_error = OSError(code, os.strerror(code))  # For a late reader.
             # EPOLLRDHUP is level-triggered: stop asking for it; keep watching for
             # a reset while the write side is open.
             self._set_hangup_watch(_loop.HANGUP_ERRORS_ONLY if not code else None)
@@ -224,6 +239,28 @@ class Connection(Opening, StreamIO):
             # After our own SHUT_RD (readable.close() waking a reader) epoll
             # reports the same event: only then is a FIN not the peer's.
             self.on_hangup_eof()
+
+    def _rewatch_later(self) -> None:
+        when = time.monotonic() + _HANGUP_RECHECK
+        _loop.get_loop().call_at_threadsafe(when, self._rewatch_in_loop)
+
+    def _rewatch_in_loop(self) -> None:
+        with self._lock:
+            if self.state is State.OPEN and not self._hangup_watched:
+                mask = _loop.HANGUP_ERRORS_ONLY if self._peer_eof else _loop.HANGUP_WITH_EOF
+                self._set_hangup_watch(mask)
+
+    def reset_seen(self) -> Optional[OSError]:
+        """The reset behind a read's EOF, if the selector thread or the TCP state saw one.
+
+        Called by a reader whose ``recv()`` returned 0: the selector thread may
+        have taken the reset's error from ``SO_ERROR`` first (it records it
+        under ``_lock``); without our own FIN sent, the TCP state tells too.
+        """
+        with self._lock:
+            if self._reset_error is not None:
+                return self._reset_error
+        return None if self._write_done else was_reset(self.sock)
 
     def on_hangup_eof(self) -> None:
         """The loop saw the peer's FIN (TLS first decrypts the last records)."""

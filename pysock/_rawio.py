@@ -60,6 +60,7 @@ class StreamIO:
         @property
         def opened(self) -> concurrent.futures.Future[SocketInfo]: ...
         def on_peer_eof(self) -> None: ...
+        def reset_seen(self) -> Optional[OSError]: ...
         def _after_call(self) -> None: ...
         def _broken_by(
             self, exc: BaseException, message: Optional[str] = None
@@ -107,7 +108,7 @@ class StreamIO:
         if not self._read_ok:  # Woken by our own shutdown: close() or readable.close().
             raise self._read_error or SocketClosedError("the socket is closed")
         if not self._peer_eof:
-            reset = was_reset(self.sock)
+            reset = self.reset_seen()
             if reset is not None:
                 raise self._broken_by(reset)
             self.on_peer_eof()

@@ -48,7 +48,6 @@ import selectors
 import socket
 import ssl
 import threading
-import time
 from typing import Any, Final, Optional, Sequence
 
 from . import _loop
@@ -69,7 +68,6 @@ _WRITE_CHUNK: Final = 256 * 1024
 # Measured on the 512 MiB TLS 1.3 receive: 64 KiB gave 0.92x of ssl.SSLSocket,
 # 128 KiB 1.03x, 256 KiB 1.06x; allocated on a socket's first read.
 _CIPHER_BUFFER_SIZE: Final = 128 * 1024
-_IDLE_EOF_RETRY: Final = 0.05  # Seconds before retrying an idle EOF check a reader blocked.
 
 # OpenSSL 3's SSL_OP_IGNORE_UNEXPECTED_EOF turns a truncated stream into a clean
 # EOF. Python 3.8 and 3.9 set it in every new context; 3.10+ leave it clear. A
@@ -316,8 +314,7 @@ class TlsConnection(Connection):
         if not self._sock_rlock.acquire(blocking=False):
             # A reader is inside recv and meets the FIN or reset itself, unless it
             # is just leaving: look again shortly.
-            when = time.monotonic() + _IDLE_EOF_RETRY
-            _loop.get_loop().call_at_threadsafe(when, self._rewatch_in_loop)
+            self._rewatch_later()
             return
         try:
             eof, error = self._drain_idle_socket(sock)
@@ -341,12 +338,6 @@ class TlsConnection(Connection):
             self._broken_by(error)
         else:
             self._rewatch_in_loop()
-
-    def _rewatch_in_loop(self) -> None:
-        with self._lock:
-            if self.state is State.OPEN:
-                mask = _loop.HANGUP_ERRORS_ONLY if self._tls_eof else _loop.HANGUP_WITH_EOF
-                self._set_hangup_watch(mask)
 
     def _drain_idle_socket(self, sock: socket.socket) -> tuple[Any, Optional[OSError]]:
         """Feed the SSL object what the kernel holds and decrypt it. Holds ``_sock_rlock``.
