@@ -38,6 +38,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
 import time
 import warnings
@@ -65,6 +66,7 @@ _log = logging.getLogger("pysock")
 # Seconds before the selector thread looks again at a hang-up that a reader was
 # inside recv() for (it usually handles it first; this covers one just leaving).
 _HANGUP_RECHECK: Final = 0.05
+_LINGER_ABORT: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST.
 
 
 class Connection(Opening, StreamIO):
@@ -73,6 +75,7 @@ class Connection(Opening, StreamIO):
     # Slots: an idle connection must stay small (docs/performance.md, 10,000 idle sockets).
     __slots__ = (
         "__weakref__",
+        "_abort",
         "_addresses",
         "_attempt",
         "_blocking",
@@ -140,6 +143,7 @@ class Connection(Opening, StreamIO):
         self._read_done = False
         self._write_done = False
         self._closing = False
+        self._abort = False
         self._inherited = False
         # The descriptor hand-off (module docstring).
         self._reading = False
@@ -185,7 +189,7 @@ class Connection(Opening, StreamIO):
     def _fail_open(self, error: BaseException, cause: Optional[BaseException] = None) -> None:
         if cause is not None:
             error.__cause__ = cause
-        if self._transition(Event.FAIL, error):
+        if self._transition(Event.OPEN_FAILED, error):
             self._release()
 
     # -- the loop's view of an open socket ------------------------------------------
@@ -460,6 +464,12 @@ class Connection(Opening, StreamIO):
             if self._closing:
                 return
             self._closing = True
+            # A reader woken by our shutdown(SHUT_RD) drains what the peer sent
+            # meanwhile, so the descriptor closes with nothing unread and the kernel
+            # sends a FIN, not the RST a close with unread data gets: a peer blocked
+            # sending to our zero window would then wait for FIN_WAIT2's timeout (60
+            # s). Abort as a plain close with unread data would.
+            self._abort = self._reading and not self._peer_eof
         self._release()
 
     def _broken_by(self, exc: BaseException, message: Optional[str] = None) -> BrokenSocketError:
@@ -504,6 +514,12 @@ class Connection(Opening, StreamIO):
             self._close_descriptors()
 
     def _close_descriptors(self) -> None:
+        sock = self.sock
+        if sock is not None and self._abort:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
+            except OSError:
+                pass  # Already reset: nothing to abort.
         for sock in (self.sock, self._attempt):
             if sock is not None:
                 sock.close()
@@ -524,6 +540,7 @@ class Connection(Opening, StreamIO):
         reader = self.reader_ref() if self.reader_ref is not None else None
         if reader is not None:
             reader.detach_buffer()  # Its buffered bytes are the parent's too.
+            reader.reset_lock_after_fork()  # A parent thread may have held it.
         # Closing our copy of the descriptor sends nothing: the parent still holds it.
         for sock in (self.sock, self._attempt):
             if sock is not None:

@@ -76,6 +76,8 @@ HANGUP_WITH_EOF: Final = _EPOLLRDHUP
 HANGUP_ERRORS_ONLY: Final = 0
 # How long a new connection waits before its hang-up watch reaches the kernel.
 HANGUP_GRACE: Final = 0.01
+_MAX_WAIT: Final = 86400.0  # Seconds: the longest single wait of the loop thread.
+_ERROR_PAUSE: Final = 0.01  # Seconds after an unexpected wait error: no busy loop.
 # How long the exiting interpreter waits for the thread to stop: it only has to leave select().
 _STOP_JOIN_TIMEOUT: Final = 1.0
 
@@ -116,6 +118,7 @@ class Loop:
         self._hangup_lock = threading.RLock()
         self._deferred: dict[int, tuple[weakref.ref[Target], int]] = {}
         self._deferred_flush_scheduled = False
+        self._closed = False
         self._wake_recv, self._wake_send = socket.socketpair()
         self._wake_recv.setblocking(False)
         self._wake_send.setblocking(False)
@@ -170,6 +173,8 @@ class Loop:
         fd = sock.fileno()
         ref = weakref.ref(target)
         with self._hangup_lock:
+            if self._closed:
+                return False  # After the loop stopped (interpreter exit): nothing to watch.
             if defer or fd in self._deferred:
                 self._deferred[fd] = (ref, mask)
                 if self._deferred_flush_scheduled:
@@ -199,6 +204,8 @@ class Loop:
         if self._hangups is None or fd < 0:
             return
         with self._hangup_lock:
+            if self._closed:
+                return  # The set is gone with the stopped loop.
             if self._deferred.pop(fd, None) is not None:
                 return  # Never reached the kernel: nothing to undo.
             self._hangup_targets.pop(fd, None)
@@ -263,11 +270,16 @@ class Loop:
         while not self._stopping:
             timeout: Optional[float] = None
             if self._timers:
-                timeout = max(0.0, self._timers[0][0] - monotonic())
-            if self._hangups is None:
-                self._dispatch_selector(timeout)
-            else:
-                self._dispatch_hangups(timeout)
+                # At most a day per wait: a huge deadline must not overflow epoll.
+                timeout = min(max(0.0, self._timers[0][0] - monotonic()), _MAX_WAIT)
+            try:
+                if self._hangups is None:
+                    self._dispatch_selector(timeout)
+                else:
+                    self._dispatch_hangups(timeout)
+            except Exception as exc:  # A pysock bug: report it, never let the thread die.
+                sys.unraisablehook(_Unraisable(exc, self))
+                time.sleep(_ERROR_PAUSE)
             # Helpers, not inline code: no local of this frame may keep a
             # forgotten socket alive while select() waits.
             self._run_timers(monotonic())
@@ -324,8 +336,10 @@ class Loop:
 
     def _close_resources(self) -> None:
         self._selector.close()
-        if self._hangups is not None:
-            self._hangups.close()
+        with self._hangup_lock:  # Sockets closed later (at exit) must not touch it.
+            self._closed = True
+            if self._hangups is not None:
+                self._hangups.close()
         self._wake_recv.close()
         self._wake_send.close()
 

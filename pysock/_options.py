@@ -113,6 +113,8 @@ def check_timeout(name: str, value: Any) -> Optional[float]:
         raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
     if value != value or value < 0:  # NaN compares unequal to itself.
         raise ValueError(f"{name} must be >= 0, not {value!r}")
+    if value == float("inf"):
+        return None  # Waiting forever is what None means.
     return float(value)
 
 

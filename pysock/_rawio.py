@@ -46,6 +46,7 @@ class StreamIO:
         sock: Optional[socket.socket]
         tls: Optional[TLSInfo]
         _blocking: bool
+        _inherited: bool
         _read_ok: bool
         _write_ok: bool
         _read_error: Optional[BaseException]
@@ -120,7 +121,7 @@ class StreamIO:
         return self._broken_by(exc)
 
     def _check_readable(self, deadline: ReadDeadline) -> None:
-        if self.state is State.CONNECTING:
+        if self.state is State.CONNECTING and not self._inherited:
             self.wait_opened(deadline, "read")
             if self._read_ok:
                 return
@@ -203,7 +204,7 @@ class StreamIO:
                 _wait(self._wpoll, deadline, "write", self.options.timeout)
 
     def _check_writable(self, deadline: ReadDeadline) -> None:
-        if self.state is State.CONNECTING:
+        if self.state is State.CONNECTING and not self._inherited:
             self.wait_opened(deadline, "write")
             if self._write_ok:
                 return
@@ -215,6 +216,7 @@ class StreamIO:
         return None if timeout is None else time.monotonic() + timeout
 
 
+MAX_WAIT: Final = 86400.0  # Seconds: the longest single poll(); see _wait.
 # Linux's TCP states (include/net/tcp_states.h): after a reset the socket is CLOSE.
 _TCP_CLOSE: Final = 7
 _TCP_INFO: Final = getattr(socket, "TCP_INFO", None)
@@ -250,7 +252,9 @@ def _wait(poller: Any, deadline: ReadDeadline, what: str, timeout: Optional[floa
     if deadline is None:
         poller.poll()
         return
-    remaining = deadline - time.monotonic()
+    # A huge timeout (1e12 s) would overflow poll()'s milliseconds: wait a day at
+    # most per call; the callers loop until their deadline.
+    remaining = min(deadline - time.monotonic(), MAX_WAIT)
     ready = remaining > 0 and poller.poll(math.ceil(remaining * 1000))
     if not ready and time.monotonic() >= deadline:
         raise SocketTimeout(f"{what} timed out after {timeout}s")

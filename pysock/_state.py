@@ -10,7 +10,7 @@ are done, the connection fires FINISHED.
     CONNECTING --OPENED--> OPEN --FINISHED/CLOSE--> CLOSED
         |                   |--FAIL--> BROKEN
         |                   '--UPGRADE--> UPGRADED (start_tls took the connection over)
-        |--FAIL--> BROKEN
+        |--OPEN_FAILED--> BROKEN (refused, DNS, deadline, handshake: only while connecting)
         '--CLOSE--> CLOSED
 """
 
@@ -41,12 +41,17 @@ class Event(enum.Enum):
     FINISHED = "finished"
     CLOSE = "close"
     FAIL = "fail"
+    # Opening failed (refused, DNS, the connect deadline, the TLS handshake). Unlike
+    # FAIL it never applies to an OPEN connection: a connect deadline timer that
+    # fires late, just after the open, must not break the connection.
+    OPEN_FAILED = "open failed"
     UPGRADE = "upgrade"
 
 
 TRANSITIONS: Final[dict[tuple[State, Event], State]] = {
     (State.CONNECTING, Event.OPENED): State.OPEN,
     (State.CONNECTING, Event.FAIL): State.BROKEN,
+    (State.CONNECTING, Event.OPEN_FAILED): State.BROKEN,
     (State.CONNECTING, Event.CLOSE): State.CLOSED,
     (State.OPEN, Event.FINISHED): State.CLOSED,
     (State.OPEN, Event.CLOSE): State.CLOSED,

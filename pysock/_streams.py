@@ -142,7 +142,7 @@ class SocketReader(io.BufferedIOBase):
     def closed(self) -> bool:
         return self._is_closed
 
-    def read(self, size: Optional[int] = -1) -> bytes:
+    def read(self, size: Optional[int] = -1, /) -> bytes:
         """Read up to `size` bytes, or to EOF when `size` is -1 or None."""
         fast = self.__dict__.get("read")
         if fast is not None:  # A caller that looked the method up before the first read.
@@ -167,7 +167,7 @@ class SocketReader(io.BufferedIOBase):
                 chunks = [b"".join(chunks)[:size]]
             return self._done(b"".join(chunks))
 
-    def read1(self, size: int = -1) -> bytes:
+    def read1(self, size: int = -1, /) -> bytes:
         """Read up to `size` bytes with at most one call to the socket."""
         size = _check_size(size)
         with self._lock:
@@ -180,15 +180,15 @@ class SocketReader(io.BufferedIOBase):
                 return self._done(data)
             return self._done(buffer.read1(size))
 
-    def readinto(self, b: Any) -> int:
+    def readinto(self, b: Any, /) -> int:
         """Fill `b` as far as the data goes before EOF; return the count."""
         return _copy_into(b, self.read)
 
-    def readinto1(self, b: Any) -> int:
+    def readinto1(self, b: Any, /) -> int:
         """Like `readinto`, with at most one call to the socket."""
         return _copy_into(b, self.read1)
 
-    def peek(self, size: int = 0) -> bytes:
+    def peek(self, size: int = 0, /) -> bytes:
         """Return buffered bytes without consuming them (one socket call if none)."""
         with self._lock:
             buffer = self._begin()
@@ -196,7 +196,7 @@ class SocketReader(io.BufferedIOBase):
                 return self._stash
             return self._done(buffer.peek(size))
 
-    def readline(self, size: Optional[int] = -1) -> bytes:
+    def readline(self, size: Optional[int] = -1, /) -> bytes:
         """Read one line, including its ``\\n``; at most `size` bytes if `size` >= 0."""
         fast = self.__dict__.get("readline")
         if fast is not None:  # A caller that looked the method up before the first read.
@@ -220,22 +220,22 @@ class SocketReader(io.BufferedIOBase):
             raise IncompleteReadError(data, n)
         return data
 
-    def readuntil(self, separator: bytes = b"\n", limit: int = DEFAULT_READUNTIL_LIMIT) -> bytes:
-        """Read up to and including `separator` (asyncio's ``StreamReader.readuntil``).
+    def readuntil(self, sep: bytes = b"\n", limit: int = DEFAULT_READUNTIL_LIMIT) -> bytes:
+        """Read up to and including `sep` (asyncio's ``StreamReader.readuntil``).
 
         Raises:
-            IncompleteReadError: EOF came before the separator; ``.partial`` holds the bytes.
-            ValueError: `limit` bytes arrived without the separator; they stay unread.
+            IncompleteReadError: EOF came before `sep`; ``.partial`` holds the bytes.
+            ValueError: `limit` bytes arrived without `sep`; they stay unread.
         """
-        if not isinstance(separator, (bytes, bytearray)):
-            raise TypeError(f"separator must be bytes, not {type(separator).__name__}")
-        if not separator:
-            raise ValueError("separator must not be empty")
+        if not isinstance(sep, (bytes, bytearray)):
+            raise TypeError(f"sep must be bytes, not {type(sep).__name__}")
+        if not sep:
+            raise ValueError("sep must not be empty")
         if isinstance(limit, bool) or not isinstance(limit, int):
             raise TypeError(f"limit must be an int, not {type(limit).__name__}")
-        if limit < len(separator):
-            raise ValueError("limit must be at least the separator's length")
-        return self._read_through(bytes(separator), -1, limit)
+        if limit < len(sep):
+            raise ValueError("limit must be at least the length of sep")
+        return self._read_through(bytes(sep), -1, limit)
 
     def _read_through(self, separator: bytes, size: int, limit: Optional[int]) -> bytes:
         """Consume through `separator`; see `readline` and `readuntil` for the rules."""
@@ -300,6 +300,10 @@ class SocketReader(io.BufferedIOBase):
                 if bound is not None:
                     raw.readinto = bound  # type: ignore[method-assign]
 
+    def reset_lock_after_fork(self) -> None:
+        """In a forked child: a parent thread may have held the lock; it never returns."""
+        self._lock = threading.Lock()
+
     def detach_buffer(self) -> None:
         """Drop the buffer and make every later read raise (used by `Socket.close()`)."""
         self._is_closed = True
@@ -361,6 +365,8 @@ class SocketWriter(io.BufferedIOBase):
                     f"write() needs a bytes-like object, not {type(b).__name__}"
                 ) from None
         connection = self._connection
+        if connection._inherited:  # Before the lock: a parent thread may have held it.
+            raise connection._write_error or SocketClosedError("the socket is closed")
         with self._lock:
             if self._is_closed:
                 raise SocketClosedError("the writable side is closed")

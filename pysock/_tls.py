@@ -57,7 +57,7 @@ from ._info import SocketInfo, TLSInfo, format_sockaddr
 from ._opening import tune
 from ._options import Options
 from ._state import Event, State
-from .errors import PysockError, SocketClosedError, TLSError
+from .errors import BrokenSocketError, PysockError, SocketClosedError, TLSError
 
 __all__ = ["OP_IGNORE_UNEXPECTED_EOF", "TlsConnection", "default_context"]
 
@@ -409,6 +409,11 @@ class TlsConnection(Connection):
         self._reading = True
         try:
             if not self._read_ok:
+                if self._plain and isinstance(self._read_error, BrokenSocketError):
+                    # Whole records that came before a ragged EOF or a reset are the
+                    # peer's data, as they are to a reader who was waiting: deliver
+                    # them, then the error (SPEC 3: bytes before the end stay readable).
+                    return self._take_plain(buffer)
                 self._check_readable(deadline)
             if len(buffer) == 0:
                 return 0
@@ -431,14 +436,22 @@ class TlsConnection(Connection):
             if self._release_pending:
                 self._after_call()
 
+    def _take_plain(self, buffer: Any) -> int:
+        with self._ssl_lock:
+            return self._pop_plain(buffer)
+
+    def _pop_plain(self, buffer: Any) -> int:
+        """Move bytes the loop decrypted into `buffer`. Caller holds ``_ssl_lock``."""
+        count = min(len(buffer), len(self._plain))
+        buffer[:count] = self._plain[:count]
+        del self._plain[:count]
+        return count
+
     def _decrypt_into(self, buffer: Any) -> Optional[int]:
         """Plaintext into `buffer`: a count, 0 at close_notify, None to receive more first."""
         with self._ssl_lock:
             if self._plain:
-                count = min(len(buffer), len(self._plain))
-                buffer[:count] = self._plain[:count]
-                del self._plain[:count]
-                return count
+                return self._pop_plain(buffer)
             if self._tls_eof:
                 return 0
             if self._tls_failure is not None:

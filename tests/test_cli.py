@@ -156,7 +156,10 @@ def test_tls12_stdin_eof_keeps_reading(
     result = run(server.address, "--tls", "--cafile", cafile, stdin=b"question\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"answer to question\n"
-    assert "stdin ended; writable.close() cannot half-close TLSv1.2" in lines(result.stderr)
+    # The note "stdin ended; writable.close() cannot half-close TLSv1.2 ..." comes from
+    # the stdin thread, which may not get to print it before the server's close ends
+    # the session.
+    assert "* connection closed by the server" in lines(result.stderr)
 
 
 def test_refused_port(unused_port: int) -> None:

@@ -47,7 +47,7 @@ def test_a_refused_connect_at_debug(unused_port: int, caplog: pytest.LogCaptureF
         sock.close()
     text = "\n".join(record.getMessage() for record in caplog.records)
     assert "connect attempt failed: [Errno 111]" in text
-    assert "connecting -> broken (fail): cannot connect to" in text
+    assert "connecting -> broken (open failed): cannot connect to" in text
 
 
 def test_silent_by_default(echo_server: Server, caplog: pytest.LogCaptureFixture) -> None:
