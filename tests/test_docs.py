@@ -85,6 +85,8 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FIXED_PORTS = {7007: "echo_server.py of docs/porting.md"}
 # Seconds one block may take; the slowest (8 MiB over TLS, with a thread) takes 1-2 s.
 BLOCK_TIMEOUT = 30.0
+# Programs run at once: the waits of one (timeouts, peers) overlap another's work.
+PARALLEL = 2
 # At most this share of the python blocks may be marked "not run".
 MAX_NOT_RUN_SHARE = 0.15
 # The pages index.md must link to.
@@ -244,7 +246,7 @@ if problems:
 """
 
 
-# -- the session's working directory, helper modules and background servers ---------
+# -- the session's directory, background servers, and the programs' runs ------------
 
 
 @pytest.fixture(scope="session")
@@ -259,19 +261,26 @@ def ports() -> dict[int, int]:
 
 
 @pytest.fixture(scope="session")
-def docs_dir(tmp_path_factory: pytest.TempPathFactory, ports: dict[int, int]) -> Iterator[Path]:
-    """The readers' directory: every helper module saved, background servers running."""
+def runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, ports: dict[int, int]
+) -> Iterator[Runs]:
+    """The background servers, running, and the runs of the selected programs."""
     directory = tmp_path_factory.mktemp("docs")
-    (directory / "blocks").mkdir()
-    for block in HELPERS:
-        (directory / f"{block.helper_name}.py").write_text(block.padded_source(ports))
+    selected: list[Block] = []  # the blocks this session runs, in order (``-k`` may filter)
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        block = callspec.params.get("block") if callspec is not None else None
+        if isinstance(block, Block):
+            selected.append(block)
     servers: list[subprocess.Popen[bytes]] = []
+    started = Runs(directory, ports, selected)
     try:
         for block in HELPERS:
             if block.is_background:
                 servers.append(_start_background(directory, block, ports))
-        yield directory
+        yield started
     finally:
+        started.close()
         for server in servers:
             server.terminate()
             server.wait(BLOCK_TIMEOUT)
@@ -282,8 +291,10 @@ def _start_background(
 ) -> subprocess.Popen[bytes]:
     fixed = [port for port in FIXED_PORTS if re.search(rf"\b{port}\b", block.source)]
     assert len(fixed) == 1, f"{block.id}: a background server listens on one fixed port"
+    path = directory / f"{block.helper_name}.py"
+    path.write_text(block.padded_source(ports))
     server = subprocess.Popen(
-        [sys.executable, f"{block.helper_name}.py"],
+        [sys.executable, path.name],
         cwd=directory,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -301,30 +312,71 @@ def _start_background(
             time.sleep(0.05)
 
 
-# -- running the programs ---------------------------------------------------------------
+class Runs:
+    """Runs each program in its own directory, `PARALLEL` at a time, in test order.
+
+    The test of a block starts the next ones too and then waits for its own, so
+    the waits of one example (its timeouts, its peers) overlap another's work.
+    Output goes to files, never pipes: the test process keeps no descriptor of
+    a run (the `no_leaks` fixture counts them).
+    """
+
+    def __init__(self, directory: Path, ports: dict[int, int], order: list[Block]) -> None:
+        self.directory = directory
+        self.ports = ports
+        self.order = order
+        self.started: dict[Block, tuple[subprocess.Popen[bytes], Path, float]] = {}
+
+    def start(self, block: Block) -> None:
+        if block in self.started:
+            return
+        name = block.page.replace("/", "-").replace(".", "-") + f"-L{block.line}"
+        workdir = self.directory / name  # a reader's directory: the helpers, the example
+        workdir.mkdir()
+        for helper in HELPERS:
+            (workdir / f"{helper.helper_name}.py").write_text(helper.padded_source(self.ports))
+        path = workdir / "example.py"
+        path.write_text(block.padded_source(self.ports))
+        with open(workdir / "stdout", "wb") as out, open(workdir / "stderr", "wb") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-c", RUNNER, str(path), str(BLOCK_TIMEOUT)],
+                cwd=workdir,
+                env={**_clean_environ(), **block.env},
+                stdout=out,
+                stderr=err,
+            )
+        self.started[block] = (process, workdir, time.monotonic() + BLOCK_TIMEOUT + 10)
+
+    def result(self, block: Block) -> tuple[Optional[int], str, str]:
+        """Run `block` (and start the next ones); its exit status (None: hung) and output."""
+        index = self.order.index(block) if block in self.order else len(self.order)
+        self.start(block)
+        for ahead in self.order[index + 1 : index + PARALLEL]:
+            self.start(ahead)
+        process, workdir, deadline = self.started.pop(block)
+        try:
+            status: Optional[int] = process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            status = None
+        stdout = (workdir / "stdout").read_text(errors="replace")
+        return status, stdout, (workdir / "stderr").read_text(errors="replace")
+
+    def close(self) -> None:
+        for process, _, _ in self.started.values():
+            process.kill()
+            process.wait()
 
 
 @pytest.mark.parametrize("block", PROGRAMS, ids=[block.id for block in PROGRAMS])
-def test_block_runs(block: Block, docs_dir: Path, ports: dict[int, int]) -> None:
-    name = block.page.replace("/", "-") + f"-L{block.line}.py"
-    path = docs_dir / "blocks" / name
-    path.write_text(block.padded_source(ports))
-    env = {**_clean_environ(), **block.env}
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", RUNNER, str(path), str(BLOCK_TIMEOUT)],
-            cwd=docs_dir,
-            env=env,
-            capture_output=True,
-            timeout=BLOCK_TIMEOUT + 10,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{block.id} hung; output so far:\n{exc.stdout!r}\n{exc.stderr!r}")
-    stderr = result.stderr.decode(errors="replace")
-    if result.returncode != 0 or "Traceback (most recent call last)" in stderr:
+def test_block_runs(block: Block, runs: Runs) -> None:
+    status, stdout, stderr = runs.result(block)
+    if status is None:
+        pytest.fail(f"{block.id} hung\n--- stdout\n{stdout}\n--- stderr\n{stderr}")
+    if status != 0 or "Traceback (most recent call last)" in stderr:
         pytest.fail(
-            f"{block.id} failed (exit status {result.returncode})\n"
-            f"--- stdout\n{result.stdout.decode(errors='replace')}\n--- stderr\n{stderr}"
+            f"{block.id} failed (exit status {status})\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
         )
 
 
