@@ -539,8 +539,8 @@ class Connection(Opening, StreamIO):
         )
         reader = self.reader_ref() if self.reader_ref is not None else None
         if reader is not None:
-            reader.detach_buffer()  # Its buffered bytes are the parent's too.
-            reader.reset_lock_after_fork()  # A parent thread may have held it.
+            reader._detach_buffer()  # Its buffered bytes are the parent's too.
+            reader._reset_lock_after_fork()  # A parent thread may have held it.
         # Closing our copy of the descriptor sends nothing: the parent still holds it.
         for sock in (self.sock, self._attempt):
             if sock is not None:

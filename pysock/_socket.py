@@ -106,8 +106,8 @@ class Socket:
 
         A pending connect is abandoned. Idempotent. ``closed`` is done when this returns.
         """
-        self.readable.detach_buffer()
-        self.writable.detach_stream()
+        self.readable._detach_buffer()
+        self.writable._detach_stream()
         self._connection.close()
 
     def start_tls(
@@ -145,11 +145,11 @@ class Socket:
         context, hostname, alpn = check_tls_options(
             tls_context, expected_server_hostname, alpn_protocols
         )
-        unread = self.readable.has_unread()
+        unread = self.readable._has_unread()
         new = start_tls(connection, unread, context, hostname, alpn)
         self._upgraded = True
-        self.readable.detach_buffer()
-        self.writable.detach_stream()
+        self.readable._detach_buffer()
+        self.writable._detach_stream()
         return Socket(new)
 
     def __enter__(self) -> Self:

@@ -280,10 +280,10 @@ class SocketReader(io.BufferedIOBase):
         """Stop reading: later reads raise `SocketClosedError`; writing goes on."""
         if self._is_closed:
             return
-        self.detach_buffer()
+        self._detach_buffer()
         self._connection.close_read()
 
-    def has_unread(self) -> bool:
+    def _has_unread(self) -> bool:
         """True if bytes received from the socket wait in this reader (no I/O)."""
         with self._lock:
             if self._stash:
@@ -300,11 +300,11 @@ class SocketReader(io.BufferedIOBase):
                 if bound is not None:
                     raw.readinto = bound  # type: ignore[method-assign]
 
-    def reset_lock_after_fork(self) -> None:
+    def _reset_lock_after_fork(self) -> None:
         """In a forked child: a parent thread may have held the lock; it never returns."""
         self._lock = threading.Lock()
 
-    def detach_buffer(self) -> None:
+    def _detach_buffer(self) -> None:
         """Drop the buffer and make every later read raise (used by `Socket.close()`)."""
         self._is_closed = True
         self._unbind()
@@ -396,7 +396,7 @@ class SocketWriter(io.BufferedIOBase):
             SocketClosedError("the writable side was closed"), wait=True
         )
 
-    def detach_stream(self) -> None:
+    def _detach_stream(self) -> None:
         self._is_closed = True
 
     def detach(self) -> io.RawIOBase:
