@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import socket
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Final, Optional
 
 from typing_extensions import TypedDict
 
 __all__ = ["Endpoint", "SocketAddress", "format_endpoint", "parse_address"]
 
 MAX_HOSTNAME_LENGTH = 253  # RFC 1035 section 2.3.4: 255 octets on the wire, 253 as text.
+_MAX_LABEL_LENGTH: Final = 63  # RFC 1035 section 2.3.4.
 _FORBIDDEN_CHARACTERS = frozenset("/@") | frozenset(chr(c) for c in range(0x21)) | {"\x7f"}
 
 
@@ -116,16 +117,42 @@ def _split_host_port(text: str) -> tuple[str, int]:
 
 
 def _check_host(host: Any) -> str:
+    return check_name(host, "hostname")
+
+
+def check_name(host: Any, what: str) -> str:
+    """Check a host name or IP literal (an address's, or ``expected_server_hostname``).
+
+    Beyond SPEC section 1's rules (no whitespace, ``/``, ``@`` or control
+    characters, at most 253 characters), a name must be one DNS and TLS can
+    carry: no empty label and none over 63 characters (RFC 1035 section 2.3.4),
+    no leading dot, and IDNA-encodable when not ASCII. Otherwise the failure
+    would come later, from ``getaddrinfo()`` or the ssl module, in another thread.
+    """
     if not isinstance(host, str):
-        raise TypeError(f"hostname must be a str, not {type(host).__name__}")
+        raise TypeError(f"{what} must be a str, not {type(host).__name__}")
     if not host:
-        raise ValueError("hostname is empty")
+        raise ValueError(f"{what} is empty")
     if len(host) > MAX_HOSTNAME_LENGTH:
-        raise ValueError(f"hostname is longer than {MAX_HOSTNAME_LENGTH} characters")
+        raise ValueError(f"{what} is longer than {MAX_HOSTNAME_LENGTH} characters")
     bad = next((c for c in host if c in _FORBIDDEN_CHARACTERS or not c.isprintable()), None)
     if bad is not None:
-        raise ValueError(f"hostname {host!r} holds a forbidden character {bad!r}")
+        raise ValueError(f"{what} {host!r} holds a forbidden character {bad!r}")
+    if ":" not in host and _ip_family(host) is None:
+        _check_labels(host, what)
     return host
+
+
+def _check_labels(host: str, what: str) -> None:
+    name = host[:-1] if host.endswith(".") else host  # One trailing dot: the DNS root.
+    if host.isascii():
+        if any(not 0 < len(label) <= _MAX_LABEL_LENGTH for label in name.split(".")):
+            raise ValueError(f"{what} {host!r} has an empty label or one over 63 characters")
+        return
+    try:
+        name.encode("idna")
+    except UnicodeError as exc:
+        raise ValueError(f"{what} {host!r} is not a valid internationalized name: {exc}") from None
 
 
 def _check_port(port: Any) -> int:

@@ -547,7 +547,9 @@ class Connection(Opening, StreamIO):
                 sock.close()
 
     def __del__(self) -> None:
-        if self._inherited or self._closing or _loop is None:  # _loop: interpreter exit
+        if _loop is None or not hasattr(self, "_closing"):  # Interpreter exit; half-built.
+            return
+        if self._inherited or self._closing:
             return
         if self.state not in TERMINAL:
             message = f"unclosed pysock socket to {self.endpoint}"

@@ -14,6 +14,8 @@ from typing import Any, Final, Mapping, Optional, Sequence
 
 from typing_extensions import Literal, TypedDict
 
+from ._address import check_name
+
 __all__ = ["Options", "SecureTransport", "SocketOptions", "merge_options"]
 
 SecureTransport = Literal["off", "on", "starttls"]
@@ -113,9 +115,13 @@ def check_timeout(name: str, value: Any) -> Optional[float]:
         raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
     if value != value or value < 0:  # NaN compares unequal to itself.
         raise ValueError(f"{name} must be >= 0, not {value!r}")
-    if value == float("inf"):
+    try:
+        seconds = float(value)
+    except OverflowError:  # An int beyond any float: as long as forever.
+        return None
+    if seconds == float("inf"):
         return None  # Waiting forever is what None means.
-    return float(value)
+    return seconds
 
 
 def check_tls_options(
@@ -125,12 +131,7 @@ def check_tls_options(
     if context is not None and not isinstance(context, ssl.SSLContext):
         raise TypeError(f"tls_context must be an ssl.SSLContext, not {type(context).__name__}")
     if hostname is not None:
-        if not isinstance(hostname, str):
-            raise TypeError(
-                f"expected_server_hostname must be a str, not {type(hostname).__name__}"
-            )
-        if not hostname:
-            raise ValueError("expected_server_hostname is empty")
+        check_name(hostname, "expected_server_hostname")
     if alpn is None:
         return context, hostname, None
     if isinstance(alpn, (str, bytes)) or not isinstance(alpn, Sequence):
@@ -141,6 +142,8 @@ def check_tls_options(
             raise TypeError(f"alpn_protocols items must be str, not {type(protocol).__name__}")
         if not 0 < len(protocol.encode()) <= 255:  # RFC 7301 section 3.1
             raise ValueError(f"ALPN protocol name {protocol!r} must be 1..255 bytes")
+        if not protocol.isascii():  # The ssl module sends ALPN names as ASCII.
+            raise ValueError(f"ALPN protocol name {protocol!r} must be ASCII")
     if context is not None:
         raise ValueError(
             "alpn_protocols cannot be combined with tls_context: pysock never modifies a "

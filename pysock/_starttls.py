@@ -45,8 +45,8 @@ def start_tls(
             raise StartTlsError(f"start_tls(): the connection did not open: {exc}") from exc
     _check_upgradable(old, unread)
     options = _upgraded_options(old.options, context, hostname, alpn)
+    new = TlsConnection(old.endpoint, options)  # Before the take-over: it may refuse the name.
     sock = old.take_over()
-    new = TlsConnection(old.endpoint, options)
     timeout = options.connect_timeout
     new._connect_deadline = None if timeout is None else time.monotonic() + timeout
     if new._connect_deadline is not None:

@@ -45,7 +45,14 @@ _T = TypeVar("_T")
 # memcpy speed, small enough to be cheap for each of thousands of busy sockets.
 READ_BUFFER_SIZE: Final = 64 * 1024
 DEFAULT_READUNTIL_LIMIT: Final = 64 * 1024  # asyncio's StreamReader default.
-_FAST_METHODS: Final = ("read", "read1", "readinto", "readinto1", "readline", "peek")
+# With timeout=None these are io.BufferedReader's own C methods, bound on the reader.
+# read() and read1() stay pysock's: C would allocate a result as large as the size
+# asked for (read(2**62) is a MemoryError there), and their cost is per call, not per
+# byte, so bulk reads do not feel it.
+_FAST_METHODS: Final = ("readinto", "readinto1", "readline", "peek")
+# The most one read1() call asks the socket for: a size as large as a disk (2**62)
+# means "what is there", not an allocation.
+_MAX_READ_CHUNK: Final = 1024 * 1024
 
 
 class _RawSocket(io.RawIOBase):
@@ -144,9 +151,6 @@ class SocketReader(io.BufferedIOBase):
 
     def read(self, size: Optional[int] = -1, /) -> bytes:
         """Read up to `size` bytes, or to EOF when `size` is -1 or None."""
-        fast = self.__dict__.get("read")
-        if fast is not None:  # A caller that looked the method up before the first read.
-            return fast(size)  # type: ignore[no-any-return]
         size = _check_size(size)
         with self._lock:
             buffer = self._begin()
@@ -154,7 +158,8 @@ class SocketReader(io.BufferedIOBase):
             total = len(chunks[0])
             try:
                 while size < 0 or total < size:
-                    data = buffer.read1(READ_BUFFER_SIZE if size < 0 else size - total)
+                    want = READ_BUFFER_SIZE if size < 0 else min(size - total, _MAX_READ_CHUNK)
+                    data = buffer.read1(want)
                     if not data:
                         break
                     chunks.append(data)
@@ -178,7 +183,7 @@ class SocketReader(io.BufferedIOBase):
                     self._keep([data[size:]])
                     data = data[:size]
                 return self._done(data)
-            return self._done(buffer.read1(size))
+            return self._done(buffer.read1(min(size, _MAX_READ_CHUNK)))
 
     def readinto(self, b: Any, /) -> int:
         """Fill `b` as far as the data goes before EOF; return the count."""
@@ -190,6 +195,8 @@ class SocketReader(io.BufferedIOBase):
 
     def peek(self, size: int = 0, /) -> bytes:
         """Return buffered bytes without consuming them (one socket call if none)."""
+        if not isinstance(size, int):  # As io.BufferedReader.peek, also with bytes stashed.
+            raise TypeError(f"size must be an int, not {type(size).__name__}")
         with self._lock:
             buffer = self._begin()
             if self._stash:
@@ -360,10 +367,13 @@ class SocketWriter(io.BufferedIOBase):
             try:
                 with memoryview(b) as view:
                     nbytes = view.nbytes
+                    contiguous = view.c_contiguous
             except TypeError:
                 raise TypeError(
                     f"write() needs a bytes-like object, not {type(b).__name__}"
                 ) from None
+            if not contiguous:  # Refused before a byte is sent: the socket stays usable.
+                raise TypeError("write() needs a contiguous buffer; copy it with bytes() first")
         connection = self._connection
         if connection._inherited:  # Before the lock: a parent thread may have held it.
             raise connection._write_error or SocketClosedError("the socket is closed")
@@ -411,14 +421,21 @@ class SocketWriter(io.BufferedIOBase):
 
 
 def _check_size(size: Any) -> int:
+    """None or a negative size is -1 ("all"); as in io, a bool is an int."""
     if size is None:
         return -1
-    if isinstance(size, bool) or not isinstance(size, int):
+    if not isinstance(size, int):
         raise TypeError(f"size must be an int or None, not {type(size).__name__}")
-    return size if size >= 0 else -1
+    return int(size) if size >= 0 else -1
 
 
 def _copy_into(b: Any, read: Callable[[int], bytes]) -> int:
+    with memoryview(b) as view:
+        # Checked before reading: bytes read into nowhere would be lost.
+        if view.readonly:
+            raise TypeError(f"readinto() needs a writable buffer, not {type(b).__name__}")
+        if not view.c_contiguous:
+            raise TypeError("readinto() needs a contiguous buffer")
     with memoryview(b) as view, view.cast("B") as target:
         data = read(len(target))
         target[: len(data)] = data

@@ -126,12 +126,19 @@ class TlsConnection(Connection):
     )
 
     def __init__(self, endpoint: Endpoint, options: Options) -> None:
-        super().__init__(endpoint, options)
+        # The SSL object first: if the ssl module refuses the name, nothing exists
+        # yet that a finalizer would have to close (Connection.__init__ registers).
         context = options.tls_context or default_context(options.alpn_protocols)
         hostname = options.expected_server_hostname or endpoint.host
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        self._sslobj = context.wrap_bio(self._incoming, self._outgoing, server_hostname=hostname)
+        try:
+            self._sslobj = context.wrap_bio(
+                self._incoming, self._outgoing, server_hostname=hostname
+            )
+        except (TypeError, UnicodeError) as exc:  # Caught by check_name(); a last guard.
+            raise ValueError(f"the ssl module refuses the name {hostname!r}: {exc}") from exc
+        super().__init__(endpoint, options)
         self._ssl_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._sock_rlock = threading.Lock()

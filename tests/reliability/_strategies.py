@@ -9,8 +9,8 @@ from the bytes the peer sent.
 Two rules keep every example on loopback: a hostname that is valid but not
 one of `SAFE_HOSTS` (it would go to DNS) is filtered out, and a valid port
 is only ever the port of one of the test's own peers. A few inputs are
-excluded here because they expose known pysock bugs that their own xfail
-tests pin down; each exclusion names its test.
+excluded here because they exposed pysock bugs that a regression test now
+pins down; each exclusion names its test (widening them again is open work).
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ SAFE_HOSTS: Final = ("127.0.0.1", "localhost", "::1")
 # Timeouts past ~24.8 days once overflowed poll() and killed the selector thread
 # (fixed in ff7ae7c; test_huge_timeout_* in test_properties.py): they are drawn too.
 HUGE_TIMEOUTS: Final = (2.2e6, 1e8, 1e300, float("inf"), 10**30)
-# An int too big for a float raises OverflowError (xfail
-# test_a_timeout_too_big_for_a_float_is_an_argument_error): ints stay below.
+# An int too big for a float (test_a_timeout_too_big_for_a_float_is_an_argument_error
+# pins it down): ints stay below.
 _INTS: Final = st.integers(-(10**300), 10**300)
 # Below this a connect or read deadline may pass on a loaded machine: a
 # SocketTimeout is then an allowed outcome too.
@@ -82,6 +82,7 @@ class Verdict:
 
 
 def host_errors(host: Any) -> set[type[Exception]]:
+    """The errors for a hostname, also for expected_server_hostname (pysock's check_name)."""
     if not isinstance(host, str):
         return {TypeError}
     if not host or len(host) > 253:
@@ -89,7 +90,25 @@ def host_errors(host: Any) -> set[type[Exception]]:
     for char in host:
         if char in "/@" or ord(char) <= 0x20 or char == "\x7f" or not char.isprintable():
             return {ValueError}  # whitespace, '/', '@' or a control character
+    if ":" in host or _is_ipv4(host):
+        return set()  # an IP literal (or what only the IPv6 parser may refuse later)
+    name = host[:-1] if host.endswith(".") else host  # one trailing dot: the DNS root
+    if host.isascii():
+        ok = all(0 < len(label) <= 63 for label in name.split("."))  # RFC 1035 2.3.4
+        return set() if ok else {ValueError}
+    try:
+        name.encode("idna")
+    except UnicodeError:
+        return {ValueError}
     return set()
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def port_errors(port: Any) -> set[type[Exception]]:
@@ -194,11 +213,7 @@ def _value_errors(key: str, value: Any) -> set[type[Exception]]:
     if key == "tls_context":
         return set() if value is None or isinstance(value, ssl.SSLContext) else {TypeError}
     if key == "expected_server_hostname":
-        if value is None:
-            return set()
-        if not isinstance(value, str):
-            return {TypeError}
-        return set() if value else {ValueError}
+        return set() if value is None else host_errors(value)
     return _alpn_errors(value)
 
 
@@ -258,9 +273,8 @@ def tls_verdict(merged: dict[str, Any], host: str, trusted: ssl.SSLContext) -> s
 def ssl_rejects_name(name: Any) -> bool:
     """True if the ssl module refuses `name` as server_hostname.
 
-    pysock passes such a name on unchecked, with a wrong class and a half-built
-    connection as the result (xfail tests test_names_ssl_rejects_*); the
-    properties leave them out.
+    pysock refuses such names at the call (regression tests
+    test_names_ssl_rejects_*); the properties leave them out.
     """
     if not isinstance(name, str):
         return False
@@ -440,17 +454,21 @@ def valid_server_names() -> st.SearchStrategy[Any]:
 
 
 def _accepted_by_ssl(name: str) -> str:
-    return "refused-by-ssl.example" if ssl_rejects_name(name) else name
+    """Valid names only: a name pysock refuses is drawn by `server_names()`."""
+    return name if not host_errors(name) and not ssl_rejects_name(name) else "other.example"
 
 
 def server_names() -> st.SearchStrategy[Any]:
-    bad = st.sampled_from(["", b"localhost", 127, ["localhost"]])
+    bad = st.one_of(
+        st.sampled_from(["", b"localhost", 127, ["localhost"], ".localhost", "a..b", " "]),
+        st.text(min_size=1, max_size=12),  # any text: the model says which pysock refuses
+    )
     return st.one_of(valid_server_names(), bad)
 
 
 def alpn_lists() -> st.SearchStrategy[Any]:
-    # Non-ASCII names pass pysock's check and then fail inside ssl
-    # (xfail test_names_ssl_rejects_fail_at_the_call_without_a_leak): ASCII only here.
+    # Non-ASCII names are a ValueError at the call
+    # (test_names_ssl_rejects_fail_at_the_call_without_a_leak): ASCII only here.
     name = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=8)
     return st.one_of(
         st.none(),
@@ -580,7 +598,7 @@ def valid_option_arguments(
 # -- the read model (SPEC section 3) --------------------------------------------------------
 
 # Sizes below sys.maxsize only, -1 as the only negative read() size, no bool
-# sizes and no None for read1(): each of those is pinned by an xfail test
+# sizes and no None for read1(): each of those is pinned by a regression test
 # (test_reader_size_arguments_*, test_huge_sizes_*).
 _SIZES = st.one_of(
     st.integers(0, 64),
@@ -610,7 +628,7 @@ def read_ops() -> st.SearchStrategy[tuple[Any, ...]]:
         st.tuples(st.just("readuntil"), separators, st.one_of(st.just(OMITTED), limits)),
         st.tuples(st.just("readuntil"), bad_separators, st.just(OMITTED)),
         st.tuples(st.sampled_from(["readinto", "readinto1"]), buffers()),
-        # peek(1.5) is not checked while bytes are stashed (xfail test_peek_checks_...).
+        # peek(1.5) with bytes stashed: pinned by test_peek_checks_...
         st.tuples(st.just("peek"), st.integers(0, 10)),
         st.tuples(st.just("next")),
         st.tuples(st.just("readlines"), st.one_of(st.none(), st.integers(-1, 200))),
@@ -652,8 +670,8 @@ class BufferSpec:
 
 
 def buffers() -> st.SearchStrategy[BufferSpec]:
-    # A read-only buffer (bytes) is left out: readinto() consumes the bytes before
-    # it finds out (xfail test_readinto_a_read_only_buffer_loses_nothing).
+    # A read-only buffer (bytes) is left out: pinned by
+    # test_readinto_a_read_only_buffer_loses_nothing.
     kinds = ["bytearray", "memoryview", "array", "matrix", "ctypes", "strided", "str"]
     return st.builds(
         BufferSpec,
@@ -891,8 +909,8 @@ class _Bytes(bytes):
 
 
 def write_args() -> st.SearchStrategy[WriteArg]:
-    # A strided (non-contiguous) memoryview is left out: it raises BufferError and
-    # breaks the socket (xfail test_a_strided_memoryview_is_a_type_error_...).
+    # A strided (non-contiguous) memoryview is left out: pinned by
+    # test_a_strided_memoryview_is_a_type_error_...
     kinds = ["bytes", "bytearray", "memoryview", "slice", "matrix", "array", "ctypes"]
     kinds += ["bytes_subclass", "str", "int", "list", "iterator", "float", "object", "none"]
     raw = st.one_of(

@@ -8,9 +8,8 @@ fixture would not reset between hypothesis examples), each example closes its
 socket, and `no_leaks` checks the whole test.
 
 The tests at the end pin down the pysock bugs these properties found, each
-with its minimal example: xfail until fixed, then regression tests. The
-strategies leave the inputs of open bugs out, so that the properties keep
-checking everything else.
+with its minimal example, as regression tests (each was an xfail until
+pysock was fixed).
 """
 
 from __future__ import annotations
@@ -367,7 +366,7 @@ def _recv_all(conn: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-# -- the bugs the properties found (xfail until pysock is fixed, then regressions) ---------------
+# -- the bugs the properties found, now regression tests ------------------------------------
 
 
 @contextmanager
@@ -454,11 +453,6 @@ def test_huge_read_timeout_waits_like_no_timeout(
             timer.join(WAIT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pysock bug: a non-ASCII hostname that IDNA rejects raises UnicodeError in the "
-    "DNS worker, which is dropped: opened never completes; /tmp/bugs/security-1.py",
-)
 @pytest.mark.parametrize("host", ["ä..example", "ä" * 64])
 def test_a_hostname_idna_rejects_fails_the_open(host: str) -> None:
     try:
@@ -470,11 +464,6 @@ def test_a_hostname_idna_rejects_fails_the_open(host: str) -> None:
     assert isinstance(error, ConnectError), repr(error)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pysock bug: an int timeout too big for a float raises OverflowError at the "
-    "call instead of an argument error (or None); /tmp/bugs/security-8.py",
-)
 @pytest.mark.parametrize("key", ["timeout", "connect_timeout"])
 def test_a_timeout_too_big_for_a_float_is_an_argument_error(key: str) -> None:
     try:
@@ -485,11 +474,12 @@ def test_a_timeout_too_big_for_a_float_is_an_argument_error(key: str) -> None:
     sock.close()  # accepted as "no timeout": fine too
 
 
+# As in io, a bool is an int (True reads one byte); None or a negative size means all.
 _READ_ARGUMENTS = [
     ("read", -5, "all"),
-    ("read", True, TypeError),
-    ("read1", True, TypeError),
-    ("readline", True, TypeError),
+    ("read", True, "some"),
+    ("read1", True, "some"),
+    ("readline", True, "some"),
     ("read1", None, "some"),
 ]
 
@@ -504,16 +494,6 @@ def test_reader_size_arguments_are_checked_the_same_way_on_every_call(
     size: Any,
     outcome: Any,
 ) -> None:
-    if timeout is None:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="pysock bug: with timeout=None, from the second read on, read/read1/"
-                "readline are io.BufferedReader's own methods with other argument rules "
-                "(read(-5) is a ValueError, a bool is a size, read1(None) a TypeError); "
-                "/tmp/bugs/security-2.py",
-            )
-        )
     payload = b"0123456789\n" * 3
     with connect(peers.send_back.address, timeout=timeout, connect_timeout=WAIT) as sock:
         sock.writable.write(struct.pack("!I", len(payload)) + payload)
@@ -533,11 +513,6 @@ def test_reader_size_arguments_are_checked_the_same_way_on_every_call(
     ("method", "size"),
     [("read", 2**62), ("read", 2**64), ("read1", 2**62), ("readexactly", 2**62)],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="pysock bug: a size above what fits in memory raises MemoryError or "
-    "OverflowError instead of reading to EOF; /tmp/bugs/security-3.py",
-)
 def test_huge_sizes_read_to_eof(
     peers: Peers, timeout: Optional[float], method: str, size: int
 ) -> None:
@@ -553,11 +528,6 @@ def test_huge_sizes_read_to_eof(
             assert data and payload.startswith(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pysock bug: write(strided memoryview) raises BufferError (timeout=None) and "
-    "breaks the socket though nothing was sent; /tmp/bugs/security-4.py",
-)
 @pytest.mark.parametrize("timeout", [None, WAIT], ids=["no-timeout", "timeout"])
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 def test_a_strided_memoryview_is_a_type_error_and_the_socket_stays_usable(
@@ -581,12 +551,6 @@ def test_a_strided_memoryview_is_a_type_error_and_the_socket_stays_usable(
         assert sock.readable.readexactly(2) == b"ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pysock bug: a name or ALPN list the ssl module refuses passes pysock's checks; "
-    "connect() then raises a wrong class from a half-built connection whose finalizer "
-    "warns and fails; /tmp/bugs/security-5.py",
-)
 @pytest.mark.parametrize(
     "options",
     [
@@ -620,11 +584,6 @@ def _raised_by(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Optional[
     return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pysock bug: readinto() of a read-only buffer reads first, then raises "
-    "TypeError: the bytes it read are lost; /tmp/bugs/security-6.py",
-)
 @pytest.mark.parametrize("method", ["readinto", "readinto1"])
 @pytest.mark.parametrize("timeout", [None, WAIT], ids=["no-timeout", "timeout"])
 def test_readinto_a_read_only_buffer_loses_nothing(
@@ -638,11 +597,6 @@ def test_readinto_a_read_only_buffer_loses_nothing(
         assert sock.readable.read() == payload
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pysock bug: peek() skips its argument check while bytes are stashed (after a "
-    "readuntil() limit error or an interrupted read); /tmp/bugs/security-2.py",
-)
 @pytest.mark.parametrize("timeout", [None, WAIT], ids=["no-timeout", "timeout"])
 def test_peek_checks_its_argument_with_bytes_stashed(
     peers: Peers, timeout: Optional[float]

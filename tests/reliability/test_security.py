@@ -619,12 +619,6 @@ def test_an_empty_expected_server_hostname_is_a_value_error(
         plain.writable.write(b"still plaintext, still ours\r\n")  # nothing was taken over
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pysock bug: start_tls() with a name the ssl module refuses takes the "
-    "connection over first, then raises a wrong class and leaks the TCP socket; "
-    "/tmp/bugs/security-5.py",
-)
 @pytest.mark.parametrize("forged", ["localhost\x00.evil.example", ".localhost", "ä..example"])
 def test_start_tls_with_a_name_ssl_refuses_leaves_the_socket_untouched(
     serve: Callable[..., Server], client_ctx: ssl.SSLContext, forged: str
@@ -670,12 +664,6 @@ def _finalizer_problems() -> Iterator[list[str]]:
         sys.unraisablehook = previous
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pysock bug: expected_server_hostname is not checked like a hostname: control "
-    "characters are accepted, sent as SNI and echoed raw in the TLSError message and the "
-    "DEBUG log; /tmp/bugs/security-7.py",
-)
 @pytest.mark.parametrize("forged", ["evil\x1b[31m.example", "evil\r\nInjected: line", "a b"])
 def test_expected_server_hostname_with_control_characters_is_a_value_error(
     serve: Callable[..., Server], ca: trustme.CA, client_ctx: ssl.SSLContext, forged: str
