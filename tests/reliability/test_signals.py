@@ -135,15 +135,15 @@ _LOSES_GATHERED_BYTES: Final = pytest.mark.xfail(
     raises=KnownBug,
     strict=True,
     reason=(
-        "pysock bug (/tmp/bugs/signals-1.py): with timeout=None the C io.BufferedReader "
-        "fast path drops the bytes an interrupted read(n)/readexactly()/readline()/read() "
-        "had gathered"
+        "known limit (docs/reliability.md; /tmp/bugs/signals-1.py): with timeout=None, "
+        "readline() is io.BufferedReader's C method, which drops the bytes an interrupted "
+        "call had gathered (as socket.makefile() does)"
     ),
 )
-# The C fast path (timeout=None) serves these; with a timeout, pysock's Python path
-# keeps what an interrupted call gathered. read1() never gathers, readuntil() is
-# always on the Python path.
-_FAST_PATH_GATHERING_READS: Final = ("read", "readexactly", "readline", "read_all")
+# The C fast path (timeout=None) serves readline() only among the gathering reads;
+# read(), readexactly() and read() to EOF are pysock's own and keep what an
+# interrupted call gathered, as every read does with a timeout.
+_FAST_PATH_GATHERING_READS: Final = ("readline",)
 
 
 @pytest.mark.parametrize(
