@@ -135,7 +135,7 @@ _LOSES_GATHERED_BYTES: Final = pytest.mark.xfail(
     raises=KnownBug,
     strict=True,
     reason=(
-        "known limit (docs/reliability.md; /tmp/bugs/signals-1.py): with timeout=None, "
+        "known limit (docs/reliability.md): with timeout=None, "
         "readline() is io.BufferedReader's C method, which drops the bytes an interrupted "
         "call had gathered (as socket.makefile() does)"
     ),
