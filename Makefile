@@ -30,11 +30,11 @@ test-all: install
 	done
 
 lint: install
-	$(VENV)/bin/ruff check pysock tests
-	$(VENV)/bin/ruff format --check pysock tests
+	$(VENV)/bin/ruff check pysock tests examples
+	$(VENV)/bin/ruff format --check pysock tests examples
 
 typecheck: install
-	$(VENV)/bin/mypy pysock tests
+	$(VENV)/bin/mypy pysock tests examples
 
 check: lint typecheck test
 
