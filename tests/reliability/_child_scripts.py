@@ -30,6 +30,7 @@ import struct
 import sys
 import threading
 import time
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 
 if TYPE_CHECKING:
@@ -454,7 +455,11 @@ def _fork_and_check(address: str, connect: Callable[..., Socket]) -> Report:
     idle.opened.result(WAIT)
     _let_the_hangup_watch_start()
     sys.stdout.flush()  # The child must not print this process's buffered output again.
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() in a threaded process; forking one (with
+        # pysock's thread running) is exactly what this scenario checks.
+        warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:
         _KEEP.extend((busy, idle))
         _child_then_exit(address, busy, connect)
