@@ -134,11 +134,12 @@ def test_an_interrupt_mid_write_breaks_the_socket(
 ) -> None:
     release = threading.Event()
     server = serve(lambda conn: release.wait(TIMEOUT))
+    payload = b"x" * 64 * 1024 * 1024  # Built first: on a loaded machine this alone took 0.2 s.
     with connect(server.address) as sock:
         sock.opened.result(TIMEOUT)
         alarm(0.2)
         with pytest.raises(KeyboardInterrupt):
-            sock.writable.write(b"x" * 64 * 1024 * 1024)
+            sock.writable.write(payload)
         assert isinstance(sock.closed.exception(TIMEOUT), ConnectionError)
     release.set()
 
