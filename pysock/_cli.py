@@ -26,7 +26,7 @@ import threading
 from typing import Any, BinaryIO, Final, Optional, Sequence
 
 from . import __version__
-from ._negotiate import PROTOCOLS, negotiate
+from ._negotiate import PROTOCOLS, escape, negotiate
 from ._socket import Socket, connect
 from ._tls import OP_IGNORE_UNEXPECTED_EOF
 from .errors import BrokenSocketError, PysockError
@@ -257,18 +257,13 @@ def _describe_tls(sock: Socket) -> None:
         return
     subject = ", ".join(f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn)
     names = ", ".join(f"{kind}:{value}" for kind, value in cert.get("subjectAltName", ()))
-    _say(f"certificate: subject {_escape(subject) or '(empty)'}; names {_escape(names)}")
-    _say(f"certificate: expires {_escape(str(cert.get('notAfter', '?')))}")
+    _say(f"certificate: subject {escape(subject) or '(empty)'}; names {escape(names)}")
+    _say(f"certificate: expires {escape(str(cert.get('notAfter', '?')))}")
 
 
 def _host(address: str) -> str:
     host = address.rsplit(":", 1)[0]
     return host[1:-1] if host.startswith("[") else host
-
-
-def _escape(text: str) -> str:
-    """Peer-controlled text for a terminal: no control characters or escape sequences."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _say(message: str) -> None:

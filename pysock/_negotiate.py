@@ -19,7 +19,7 @@ from typing import Callable, Final
 from ._socket import Socket
 from .errors import IncompleteReadError, PysockError, StartTlsError
 
-__all__ = ["PROTOCOLS", "negotiate"]
+__all__ = ["PROTOCOLS", "escape", "negotiate"]
 
 _LINE_LIMIT: Final = 8192  # RFC 5321 section 4.5.3.1.5 allows 512; be generous, not unbounded.
 _XMPP_LIMIT: Final = 65536  # Stream features are one XML document, usually < 2 KiB.
@@ -136,8 +136,13 @@ PROTOCOLS: Final[dict[str, Callable[[Socket, str, Say], None]]] = {
 
 
 def _show(data: bytes) -> str:
-    """Peer bytes for a terminal: printable ASCII as is, anything else escaped."""
-    return repr(data.rstrip(b"\r\n"))[2:-1]
+    """Peer bytes for a terminal: ASCII text as is, anything else escaped."""
+    return escape(data.rstrip(b"\r\n").decode("ascii", "backslashreplace"))
+
+
+def escape(text: str) -> str:
+    """Peer-controlled text for a terminal: no control characters or escape sequences."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _xml_attr(text: str) -> str:

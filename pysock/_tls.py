@@ -612,17 +612,19 @@ class TlsConnection(Connection):
                 pass  # SSLWantReadError: the peer's close_notify is not awaited.
             # Every record produced before is in the queue already (producers
             # queue under this lock): what unwrap() produced is close_notify alone.
-            self._farewell = self._outgoing.read()
-        if wait:
-            try:
-                with self._send_lock:
-                    farewell, self._farewell = self._farewell, b""
-                    self._outq.append(farewell)
-                    self._send_queued(self.call_deadline())
-            except OSError:
-                pass
-        else:
+            close_notify = self._outgoing.read()
+            if wait:
+                self._outq.append(close_notify)  # Sent like a write's records.
+            else:
+                self._farewell = close_notify  # Best effort, never blocking anyone.
+        if not wait:
             self._flush_nowait()
+            return
+        try:
+            with self._send_lock:
+                self._send_queued(self.call_deadline())
+        except OSError:
+            pass  # The peer is gone: the connection is ending anyway.
 
     def close(self) -> None:
         # Enter CLOSED before close_notify goes out: the peer's answer to it (its own

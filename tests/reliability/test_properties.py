@@ -14,7 +14,6 @@ pysock was fixed).
 
 from __future__ import annotations
 
-import gc
 import socket
 import ssl
 import struct
@@ -22,9 +21,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Final, Optional
 
@@ -47,6 +44,7 @@ from pysock import (
 from .._servers import Server
 from .._tls_peers import RecordingTlsServerSide, client_context, server_context, tls_record_types
 from . import _strategies as model
+from ._finalizers import finalizer_problems
 
 WAIT: Final = 10.0  # the bound of every wait for a peer or a future
 SETTINGS: Final = settings(
@@ -369,26 +367,6 @@ def _recv_all(conn: socket.socket) -> bytes:
 # -- the bugs the properties found, now regression tests ------------------------------------
 
 
-@contextmanager
-def _no_unraisable() -> Iterator[list[str]]:
-    """Collect ResourceWarnings and exceptions raised in finalizers (a half-built socket)."""
-    problems: list[str] = []
-    previous = sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
-        problems.append(f"{unraisable.exc_type.__name__}: {unraisable.exc_value}")
-
-    sys.unraisablehook = hook
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            yield problems
-            gc.collect()
-        problems.extend(str(w.message) for w in caught if w.category is ResourceWarning)
-    finally:
-        sys.unraisablehook = previous
-
-
 def _run_child(code: str) -> str:
     """Run `code` in a fresh interpreter (a dead selector thread must not take this one)."""
     result = subprocess.run(
@@ -568,7 +546,7 @@ def test_names_ssl_rejects_fail_at_the_call_without_a_leak(
 ) -> None:
     options = dict(options)
     address = options.pop("address", peers.servers["127.0.0.1", True].address)
-    with _no_unraisable() as problems:
+    with finalizer_problems() as problems:
         raised = _raised_by(connect, address, secure_transport="on", **options)
     assert raised is not None and issubclass(raised, ValueError), raised
     assert problems == []
@@ -576,7 +554,7 @@ def test_names_ssl_rejects_fail_at_the_call_without_a_leak(
 
 def _raised_by(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Optional[type]:
     """The class `call` raised, or None. Keeps no traceback: the frames (and any
-    half-built object in them) are freed here, inside `_no_unraisable`."""
+    half-built object in them) are freed here, inside `finalizer_problems`."""
     try:
         call(*args, **kwargs)
     except Exception as exc:

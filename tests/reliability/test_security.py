@@ -11,9 +11,7 @@ bytes can hide, the reader's stash, is covered here.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import gc
 import json
 import logging
 import os
@@ -59,6 +57,7 @@ from .._tls_peers import (
     server_context,
     tls_record_types,
 )
+from ._finalizers import finalizer_problems
 
 WAIT: Final = 10.0
 SECRET: Final = b"SECRET-PLAINTEXT-7f3a9c"
@@ -629,7 +628,7 @@ def test_start_tls_with_a_name_ssl_refuses_leaves_the_socket_untouched(
 
     server = serve(handler)
     starttls = connect(server.address, secure_transport="starttls", tls_context=client_ctx)
-    with _finalizer_problems() as problems, starttls as plain:
+    with finalizer_problems() as problems, starttls as plain:
         _negotiate(plain)
         raised = _raised_by(plain.start_tls, expected_server_hostname=forged)
         usable = _raised_by(plain.writable.write, b"still ours\r\n")
@@ -646,22 +645,6 @@ def _raised_by(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Optional[
     except Exception as exc:
         return type(exc)
     return None
-
-
-@contextlib.contextmanager
-def _finalizer_problems() -> Iterator[list[str]]:
-    """ResourceWarnings and exceptions raised by finalizers while the block runs."""
-    problems: list[str] = []
-    previous = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: problems.append(repr(unraisable.exc_value))
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            yield problems
-            gc.collect()
-        problems.extend(str(w.message) for w in caught if w.category is ResourceWarning)
-    finally:
-        sys.unraisablehook = previous
 
 
 @pytest.mark.parametrize("forged", ["evil\x1b[31m.example", "evil\r\nInjected: line", "a b"])
