@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ._address import SocketAddress
+from ._address import SocketAddress, UnixAddress
+from ._guard import deny_private
 from ._info import SocketInfo, TLSInfo
 from ._options import SocketOptions
-from ._socket import Socket, connect
+from ._socket import Socket, SocketStream, connect
 from ._streams import SocketReader, SocketWriter
 from .errors import (
     BrokenSocketError,
@@ -31,11 +32,14 @@ __all__ = [
     "SocketInfo",
     "SocketOptions",
     "SocketReader",
+    "SocketStream",
     "SocketTimeout",
     "SocketWriter",
     "StartTlsError",
     "TLSError",
     "TLSInfo",
+    "UnixAddress",
     "__version__",
     "connect",
+    "deny_private",
 ]

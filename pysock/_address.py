@@ -4,22 +4,35 @@ Three forms are accepted: a `SocketAddress` mapping ``{"hostname", "port"}``,
 a string ``"host:port"`` / ``"[v6 literal]:port"``, and a tuple
 ``(host, port)``. In the string form an IPv6 literal must be bracketed, since
 ``"::1:80"`` is ambiguous; in the mapping and tuple forms it may be bare.
+Beyond Workers, a Unix domain socket is ``{"path": "/run/x.sock"}`` or
+``"unix:/run/x.sock"`` (a leading NUL names a Linux abstract socket).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import socket
 from dataclasses import dataclass
 from typing import Any, Final, Optional
 
 from typing_extensions import TypedDict
 
-__all__ = ["Endpoint", "SocketAddress", "format_endpoint", "parse_address"]
+__all__ = [
+    "Endpoint",
+    "SocketAddress",
+    "UnixAddress",
+    "endpoint_of_peer",
+    "format_endpoint",
+    "parse_address",
+    "parse_local_address",
+]
 
 MAX_HOSTNAME_LENGTH = 253  # RFC 1035 section 2.3.4: 255 octets on the wire, 253 as text.
 _MAX_LABEL_LENGTH: Final = 63  # RFC 1035 section 2.3.4.
 _FORBIDDEN_CHARACTERS = frozenset("/@") | frozenset(chr(c) for c in range(0x21)) | {"\x7f"}
+_AF_UNIX: Final = getattr(socket, "AF_UNIX", None)
+_MAX_UNIX_PATH: Final = 107  # sizeof(sun_path) on Linux, less the terminating NUL.
 
 
 class SocketAddress(TypedDict):
@@ -29,6 +42,12 @@ class SocketAddress(TypedDict):
     port: int
 
 
+class UnixAddress(TypedDict):
+    """A Unix domain socket's address (beyond Workers): ``{"path": "/run/x.sock"}``."""
+
+    path: str
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """A validated destination.
@@ -36,15 +55,22 @@ class Endpoint:
     Attributes:
         host: the hostname or IP literal as given, without brackets.
         port: 1..65535.
-        family: ``AF_INET``/``AF_INET6`` when `host` is an IP literal, else None
-            (a name that needs DNS).
+        family: ``AF_INET``/``AF_INET6`` when `host` is an IP literal,
+            ``AF_UNIX`` when it is a Unix socket's path (`port` is then 0),
+            else None (a name that needs DNS).
     """
 
     host: str
     port: int
     family: Optional[int]
 
+    @property
+    def is_unix(self) -> bool:
+        return self.family is not None and self.family == _AF_UNIX
+
     def __str__(self) -> str:
+        if self.is_unix:
+            return f"unix:{self.host}"
         return format_endpoint(self.host, self.port)
 
 
@@ -72,6 +98,16 @@ def _parse_string(address: str) -> Endpoint:
 
 
 def _parse(address: Any) -> Endpoint:
+    if isinstance(address, str) and address.startswith("unix:"):
+        return _unix_endpoint(address[len("unix:") :])
+    if isinstance(address, dict) and "path" in address:
+        unknown = set(address) - {"path"}
+        if unknown:
+            raise TypeError(
+                "a Unix socket address is {'path': ...} alone; "
+                f"unexpected key {sorted(unknown)[0]!r}"
+            )
+        return _unix_endpoint(address["path"])
     if isinstance(address, str):
         host, port = _split_host_port(address)
     elif isinstance(address, tuple):
@@ -93,6 +129,65 @@ def _parse(address: Any) -> Endpoint:
             f"tuple, not {type(address).__name__}"
         )
     return Endpoint(_check_host(host), _check_port(port), _ip_family(host))
+
+
+def _unix_endpoint(path: Any) -> Endpoint:
+    if _AF_UNIX is None:
+        raise ValueError("Unix domain sockets are not available on this platform")
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise TypeError(
+            f"a Unix socket path must be a str or os.PathLike, not {type(path).__name__}"
+        )
+    if not path:
+        raise ValueError("the Unix socket path is empty")
+    if "\0" in path[1:]:
+        raise ValueError(f"the Unix socket path {path!r} holds a NUL character")
+    if len(os.fsencode(path)) > _MAX_UNIX_PATH + (path[0] == "\0"):
+        raise ValueError(f"the Unix socket path is longer than {_MAX_UNIX_PATH} bytes")
+    return Endpoint(path, 0, _AF_UNIX)
+
+
+def endpoint_of_peer(sock: socket.socket) -> Endpoint:
+    """The `Endpoint` an adopted, connected socket (``connect(sock=...)``) talks to."""
+    peer = sock.getpeername()
+    if _AF_UNIX is not None and sock.family == _AF_UNIX:
+        name = peer if isinstance(peer, str) else os.fsdecode(peer)
+        return Endpoint(name or "(unnamed)", 0, _AF_UNIX)
+    return Endpoint(str(peer[0]), int(peer[1]), int(sock.family))
+
+
+def parse_local_address(value: Any) -> tuple[int, tuple[str, int]]:
+    """Validate ``local_address``: an IP literal, ``"ip:port"``, ``"[v6]:port"`` or ``(ip, port)``.
+
+    Returns:
+        ``(family, (ip, port))`` ready for ``bind()``; port 0 lets the OS choose.
+    """
+    if isinstance(value, str):
+        if _ip_family(value) is not None:
+            host, port = value, 0
+        elif value.startswith("[") and value.endswith("]"):
+            host, port = value[1:-1], 0
+        else:
+            host, port = _split_host_port(value)
+    elif isinstance(value, tuple) and len(value) == 2:
+        host, port = value
+        if not isinstance(host, str):
+            raise TypeError(f"local_address host must be a str, not {type(host).__name__}")
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise TypeError(f"local_address port must be an int, not {type(port).__name__}")
+    else:
+        raise TypeError(
+            "local_address must be an IP literal str, 'ip:port', '[v6]:port' or an (ip, port) "
+            f"tuple, not {type(value).__name__}"
+        )
+    family = _ip_family(host)
+    if family is None:
+        raise ValueError(f"local_address {host!r} is not an IP literal")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"local_address port {port} is outside 0..65535")
+    return family, (host, port)
 
 
 def _split_host_port(text: str) -> tuple[str, int]:

@@ -48,7 +48,7 @@ from typing import Any, Final, Optional
 from . import _loop
 from ._address import Endpoint
 from ._info import SocketInfo, TLSInfo
-from ._opening import Opening, Sockaddr, reset_dns_after_fork
+from ._opening import Attempt, Opening, Sockaddr, reset_dns_after_fork
 from ._options import Options
 from ._rawio import ReadDeadline, StreamIO, was_reset
 from ._state import TERMINAL, Event, State, next_state
@@ -77,7 +77,7 @@ class Connection(Opening, StreamIO):
         "__weakref__",
         "_abort",
         "_addresses",
-        "_attempt",
+        "_attempts",
         "_blocking",
         "_closed_future",
         "_closed_outcome",
@@ -102,6 +102,8 @@ class Connection(Opening, StreamIO):
         "_reset_error",
         "_rpoll",
         "_shut_rd",
+        "_stagger_timer",
+        "_via",
         "_wpoll",
         "_write_done",
         "_write_error",
@@ -152,7 +154,9 @@ class Connection(Opening, StreamIO):
         self._in_selector = False
         self._hangup_watched = False
         self._shut_rd = False
-        self._attempt: Optional[socket.socket] = None
+        self._attempts: tuple[Attempt, ...] = ()
+        self._stagger_timer: Optional[_loop.Timer] = None
+        self._via: Optional[str] = None  # The destination a proxy is asked for.
         self._addresses: list[tuple[int, Sockaddr]] = []
         self._errors: list[OSError] = []
         self._deadline_timer: Optional[_loop.Timer] = None
@@ -168,7 +172,7 @@ class Connection(Opening, StreamIO):
         with self._lock:
             if self.state is not State.CONNECTING:
                 return
-            self._attempt = None
+            self._attempts = ()
             self.sock = sock
             self.info = info
             self.state = State.OPEN
@@ -212,9 +216,7 @@ class Connection(Opening, StreamIO):
             self._hangup_watched = loop.watch_hangup_threadsafe(sock, self, mask, defer)
 
     def on_ready_in_loop(self, events: int) -> None:
-        """Selector callback: a connect attempt finished."""
-        if self.state is State.CONNECTING:
-            self._finish_connect_in_loop()
+        """Selector callback; plain TCP watches only its attempts (`Attempt`), not itself."""
 
     def on_hangup_in_loop(self) -> None:
         """Hang-up set callback: the peer sent FIN or reset, or an error came."""
@@ -502,9 +504,8 @@ class Connection(Opening, StreamIO):
     def _release_in_loop(self) -> None:
         loop = _loop.get_loop()
         with self._lock:
-            for sock in (self.sock, self._attempt):
-                if sock is not None:
-                    loop.unwatch(sock)
+            for sock in self._descriptors():
+                loop.unwatch(sock)
             self._in_selector = False
         self._release_now()
 
@@ -520,9 +521,15 @@ class Connection(Opening, StreamIO):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
             except OSError:
                 pass  # Already reset: nothing to abort.
-        for sock in (self.sock, self._attempt):
-            if sock is not None:
-                sock.close()
+        for sock in self._descriptors():
+            sock.close()
+
+    def _descriptors(self) -> list[socket.socket]:
+        """The open socket and every connect attempt's."""
+        socks = [attempt.sock for attempt in self._attempts]
+        if self.sock is not None:
+            socks.append(self.sock)
+        return socks
 
     def _after_call(self) -> None:
         # The other half of the hand-off: the last call out closes a released socket.
@@ -542,9 +549,8 @@ class Connection(Opening, StreamIO):
             reader._detach_buffer()  # Its buffered bytes are the parent's too.
             reader._reset_lock_after_fork()  # A parent thread may have held it.
         # Closing our copy of the descriptor sends nothing: the parent still holds it.
-        for sock in (self.sock, self._attempt):
-            if sock is not None:
-                sock.close()
+        for sock in self._descriptors():
+            sock.close()
 
     def __del__(self) -> None:
         if _loop is None or not hasattr(self, "_closing"):  # Interpreter exit; half-built.

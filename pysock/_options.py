@@ -8,13 +8,15 @@ camelCase key from the Workers API is answered with its snake_case name.
 from __future__ import annotations
 
 import re
+import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any, Final, Mapping, Optional, Sequence
+from typing import Any, Callable, Final, Mapping, Optional, Sequence, Union
 
 from typing_extensions import Literal, TypedDict
 
-from ._address import check_name
+from ._address import check_name, parse_local_address
+from ._proxy import ProxyConfig, parse_proxy
 
 __all__ = ["Options", "SecureTransport", "SocketOptions", "merge_options"]
 
@@ -32,7 +34,18 @@ class SocketOptions(TypedDict, total=False):
     tls_context: Optional[ssl.SSLContext]
     expected_server_hostname: Optional[str]
     alpn_protocols: Optional[Sequence[str]]
+    # Beyond Workers (docs/beyond.md):
+    happy_eyeballs_delay: Optional[float]
+    address_filter: Optional[Callable[[str, int], bool]]
+    proxy: Optional[str]
+    sock: Optional[socket.socket]
+    no_delay: bool
+    keep_alive: Union[bool, tuple[float, float, int]]
+    local_address: Union[str, tuple[str, int], None]
 
+
+# RFC 8305 section 5: the recommended Connection Attempt Delay.
+DEFAULT_HAPPY_EYEBALLS_DELAY: Final = 0.25
 
 _KEYS = frozenset(SocketOptions.__annotations__)
 
@@ -48,6 +61,19 @@ class Options:
     tls_context: Optional[ssl.SSLContext] = None
     expected_server_hostname: Optional[str] = None
     alpn_protocols: Optional[tuple[str, ...]] = None
+    happy_eyeballs_delay: Optional[float] = DEFAULT_HAPPY_EYEBALLS_DELAY
+    address_filter: Optional[Callable[[str, int], bool]] = None
+    proxy: Optional[ProxyConfig] = None
+    sock: Optional[socket.socket] = None
+    no_delay: bool = True
+    keep_alive: Optional[tuple[Optional[float], Optional[float], Optional[int]]] = None
+    # (family, sockaddr) to bind() before connecting.
+    local_address: Optional[tuple[int, tuple[str, int]]] = None
+
+    @property
+    def tunes(self) -> bool:
+        """True when an open socket needs more than the default TCP_NODELAY."""
+        return self.keep_alive is not None or not self.no_delay
 
 
 DEFAULT_OPTIONS: Final = Options()
@@ -104,7 +130,100 @@ def _validate(raw: dict[str, Any]) -> Options:
     context, hostname, alpn = check_tls_options(
         raw.get("tls_context"), raw.get("expected_server_hostname"), raw.get("alpn_protocols")
     )
-    return Options(transport, half_open, timeout, connect_timeout, context, hostname, alpn)  # type: ignore[arg-type]
+    delay = raw.get("happy_eyeballs_delay", DEFAULT_HAPPY_EYEBALLS_DELAY)
+    address_filter = raw.get("address_filter")
+    if address_filter is not None and not callable(address_filter):
+        raise TypeError(
+            "address_filter must be a callable(ip, port) -> bool such as pysock.deny_private, "
+            f"not {type(address_filter).__name__}"
+        )
+    proxy = raw.get("proxy")
+    sock = raw.get("sock")
+    if sock is not None:
+        check_adoptable(sock)
+        if proxy is not None:
+            raise ValueError("sock= is already connected: it cannot also go through a proxy")
+        if raw.get("local_address") is not None:
+            raise ValueError("sock= is already connected: local_address cannot apply to it")
+    no_delay = raw.get("no_delay", True)
+    if not isinstance(no_delay, bool):
+        raise TypeError(f"no_delay must be a bool, not {type(no_delay).__name__}")
+    local = raw.get("local_address")
+    return Options(
+        secure_transport=transport,  # type: ignore[arg-type]
+        allow_half_open=half_open,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        tls_context=context,
+        expected_server_hostname=hostname,
+        alpn_protocols=alpn,
+        happy_eyeballs_delay=check_timeout("happy_eyeballs_delay", delay),
+        address_filter=address_filter,
+        proxy=None if proxy is None else parse_proxy(proxy),
+        sock=sock,
+        no_delay=no_delay,
+        keep_alive=_check_keep_alive(raw.get("keep_alive", False)),
+        local_address=None if local is None else parse_local_address(local),
+    )
+
+
+def _check_keep_alive(
+    value: Any,
+) -> Optional[tuple[Optional[float], Optional[float], Optional[int]]]:
+    """``False`` -> None; ``True`` -> the OS's timing; ``(idle, interval, count)`` -> those."""
+    if isinstance(value, bool):
+        return (None, None, None) if value else None
+    if not isinstance(value, tuple) or len(value) != 3:
+        raise TypeError(
+            "keep_alive must be a bool or an (idle seconds, interval seconds, count) tuple, "
+            f"not {type(value).__name__}"
+        )
+    idle, interval, count = value
+    for name, number in (("idle", idle), ("interval", interval)):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise TypeError(f"keep_alive {name} must be a number of seconds")
+        if not 1 <= number <= 32767:  # Linux: TCP_KEEPIDLE/TCP_KEEPINTVL are 1..32767 s.
+            raise ValueError(f"keep_alive {name} must be 1..32767 seconds, not {number!r}")
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError("keep_alive count must be an int")
+    if not 1 <= count <= 127:  # Linux: TCP_KEEPCNT is 1..127.
+        raise ValueError(f"keep_alive count must be 1..127, not {count!r}")
+    return (float(idle), float(interval), count)
+
+
+def check_adoptable(sock: Any) -> None:
+    """Check the ``sock`` option: a connected stream socket pysock can take over.
+
+    Raises:
+        TypeError: not a `socket.socket`, or an `ssl.SSLSocket` (pysock does TLS itself).
+        ValueError: closed, not a stream socket, an unsupported family, or not connected.
+    """
+    if isinstance(sock, ssl.SSLSocket):
+        raise TypeError(
+            "sock must be a plain socket.socket, not an ssl.SSLSocket: pass the TCP socket "
+            "and secure_transport='on' (or 'starttls'); pysock does TLS itself"
+        )
+    if not isinstance(sock, socket.socket):
+        raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
+    if sock.fileno() < 0:
+        raise ValueError("sock is closed")
+    if sock.type != socket.SOCK_STREAM:
+        raise ValueError(f"sock must be a SOCK_STREAM socket, not {sock.type!r}")
+    if sock.family not in _ADOPTABLE_FAMILIES:
+        raise ValueError(
+            f"sock must be an AF_INET, AF_INET6 or AF_UNIX socket, not {sock.family!r}"
+        )
+    try:
+        sock.getpeername()
+    except OSError as exc:
+        raise ValueError(f"sock is not connected: {exc.strerror or exc}") from None
+
+
+_ADOPTABLE_FAMILIES: Final = frozenset(
+    family
+    for family in (socket.AF_INET, socket.AF_INET6, getattr(socket, "AF_UNIX", None))
+    if family is not None
+)
 
 
 def check_timeout(name: str, value: Any) -> Optional[float]:

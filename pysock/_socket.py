@@ -5,11 +5,11 @@ from __future__ import annotations
 import concurrent.futures
 import ssl
 from types import TracebackType
-from typing import Optional, Sequence, Union
+from typing import Final, Optional, Sequence, Union
 
 from typing_extensions import Self, Unpack
 
-from ._address import SocketAddress, parse_address
+from ._address import SocketAddress, UnixAddress, endpoint_of_peer, parse_address
 from ._connection import Connection
 from ._info import SocketInfo, TLSInfo
 from ._options import SocketOptions, check_tls_options, merge_options
@@ -17,15 +17,18 @@ from ._starttls import start_tls
 from ._state import State
 from ._streams import SocketReader, SocketWriter
 from ._tls import TlsConnection
-from .errors import StartTlsError
+from .errors import SocketClosedError, StartTlsError
 
-__all__ = ["Address", "Socket", "connect"]
+__all__ = ["Address", "Socket", "SocketStream", "connect"]
 
-Address = Union[SocketAddress, str, "tuple[str, int]"]
+# The chunk size of `Socket.stream()`: what a WSGI server writes per chunk.
+DEFAULT_STREAM_CHUNK: Final = 64 * 1024
+
+Address = Union[SocketAddress, UnixAddress, str, "tuple[str, int]"]
 
 
 def connect(
-    address: Address,
+    address: Optional[Address] = None,
     options: Optional[SocketOptions] = None,
     /,
     **kwargs: Unpack[SocketOptions],
@@ -38,18 +41,36 @@ def connect(
 
     Args:
         address: ``{"hostname": ..., "port": ...}``, ``"host:port"``,
-            ``"[v6 literal]:port"`` or ``(host, port)``.
-        options: a `SocketOptions` dict; the same keys may be given as keywords.
+            ``"[v6 literal]:port"`` or ``(host, port)``; a Unix socket is
+            ``{"path": ...}`` or ``"unix:/path"``. May be left out with
+            ``sock=``: the adopted socket's peer is the address then.
+        options: a `SocketOptions` dict; the same keys may be given as keywords
+            (``secure_transport``, ``timeout``, ``connect_timeout``,
+            ``tls_context``, ``proxy``, ``address_filter``... see docs/api.md).
 
     Returns:
         The new `Socket`, still connecting.
 
     Raises:
         TypeError: an argument or option of the wrong type, or an unknown option.
-        ValueError: a bad hostname, port or option value. Nothing was opened.
+        ValueError: a bad hostname, port or option value, or options that
+            cannot go together. Nothing was opened.
+
+    Example::
+
+        with connect("example.com:443", secure_transport="on", timeout=10) as sock:
+            sock.writable.write(b"HEAD / HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n")
+            print(sock.readable.readline())
     """
-    endpoint = parse_address(address)
     resolved = merge_options(options, kwargs)
+    if address is None:
+        if resolved.sock is None:
+            raise TypeError("connect() needs an address (or an open socket as sock=)")
+        endpoint = endpoint_of_peer(resolved.sock)
+    else:
+        endpoint = parse_address(address)
+    if endpoint.is_unix and (resolved.proxy is not None or resolved.local_address is not None):
+        raise ValueError(f"{endpoint} is a Unix socket: proxy and local_address do not apply")
     if resolved.secure_transport == "on":
         connection: Connection = TlsConnection(endpoint, resolved)
     else:
@@ -152,6 +173,52 @@ class Socket:
         self.writable._detach_stream()
         return Socket(new)
 
+    def getsockopt(
+        self, level: int, option: int, buflen: Optional[int] = None
+    ) -> Union[int, bytes]:
+        """Read a socket option of the open connection (``socket.getsockopt``).
+
+        Waits for the connection to open, as a read does.
+
+        Raises:
+            The opening's error; `SocketClosedError` once the socket is closed;
+            `OSError` from the system call.
+        """
+        connection = self._connection
+        if connection.state is State.CONNECTING:
+            self.opened.exception(connection.options.connect_timeout)
+        sock = connection.sock
+        if connection.state is not State.OPEN or sock is None:
+            self.opened.result(0)  # The opening's error, if it failed.
+            raise SocketClosedError(f"{self!r} is not open")
+        if buflen is None:
+            return sock.getsockopt(level, option)
+        return sock.getsockopt(level, option, buflen)
+
+    def stream(self, chunk_size: int = DEFAULT_STREAM_CHUNK) -> SocketStream:
+        """Return an iterator over the bytes the peer sends, in chunks, that owns this socket.
+
+        The Workers ``new Response(socket.readable)`` of a web view: hand it to
+        Flask's ``Response(...)`` or Django's ``StreamingHttpResponse(...)``.
+        Each item is what has arrived, up to `chunk_size` bytes (one
+        ``readable.read1()``), so the response streams as the peer sends, in
+        binary-safe chunks, however long its lines are. The socket is closed
+        when the peer's data ends, when a read fails, and when the framework
+        calls ``close()`` on the iterator at the end of the response (a client
+        that went away included).
+
+        Iterating ``readable`` itself yields lines (the io convention).
+
+        Raises:
+            TypeError: `chunk_size` is not an int.
+            ValueError: `chunk_size` is below 1.
+        """
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool):
+            raise TypeError(f"chunk_size must be an int, not {type(chunk_size).__name__}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
+        return SocketStream(self, chunk_size)
+
     def __enter__(self) -> Self:
         return self
 
@@ -168,3 +235,50 @@ class Socket:
         state = connection.state
         shown = state.value if state in (State.CONNECTING, State.OPEN) else "closed"
         return f"<pysock.Socket {connection.endpoint} {self.secure_transport} {shown}>"
+
+
+class SocketStream:
+    """The iterator of `Socket.stream()`: chunks of the peer's bytes; closing it closes the socket.
+
+    Reads wait as ``readable.read1()`` does (the socket's ``timeout`` applies to
+    each). A read error is raised once, after the socket is closed; the
+    iteration then ends.
+    """
+
+    __slots__ = ("_chunk_size", "_done", "socket")
+
+    def __init__(self, sock: Socket, chunk_size: int) -> None:
+        """Internal: use `Socket.stream()`."""
+        self.socket = sock
+        self._chunk_size = chunk_size
+        self._done = False
+
+    def __iter__(self) -> SocketStream:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._done:
+            raise StopIteration
+        try:
+            chunk = self.socket.readable.read1(self._chunk_size)
+        except SocketClosedError:
+            if self._done:  # close() from another thread (the client went away).
+                raise StopIteration from None
+            self.close()
+            raise
+        except BaseException:
+            self.close()
+            raise
+        if not chunk:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        """Close the socket and end the iteration. Idempotent."""
+        self._done = True
+        self.socket.close()
+
+    def __repr__(self) -> str:
+        state = "done" if self._done else f"chunks of up to {self._chunk_size} bytes"
+        return f"<pysock.SocketStream of {self.socket!r}, {state}>"

@@ -130,6 +130,11 @@ class TlsConnection(Connection):
         # yet that a finalizer would have to close (Connection.__init__ registers).
         context = options.tls_context or default_context(options.alpn_protocols)
         hostname = options.expected_server_hostname or endpoint.host
+        if endpoint.is_unix and not options.expected_server_hostname:
+            raise ValueError(
+                f"TLS over the Unix socket {endpoint} needs expected_server_hostname: "
+                "the name to verify the server's certificate against"
+            )
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         try:
@@ -157,10 +162,9 @@ class TlsConnection(Connection):
 
     def _connected(self, sock: socket.socket, peer: Any = None) -> None:
         try:
-            tune(sock)
+            tune(sock, self.options)
         except OSError as exc:
-            self._attempt_failed(sock, exc)
-            self._try_next_address()
+            self._connected_failed(sock, exc)
             return
         self.begin_handshake(sock)
 
@@ -170,7 +174,7 @@ class TlsConnection(Connection):
             if self.state is not State.CONNECTING:
                 sock.close()
                 return
-            self._attempt = None
+            self._attempts = ()
             self.sock = sock
             self._handshaking = True
         # The first flight (ClientHello) leaves from this thread, usually the

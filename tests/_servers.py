@@ -22,11 +22,13 @@ PEER_TIMEOUT = 10.0
 class Server:
     """A TCP listener that runs `handler` in a thread for each accepted connection."""
 
-    def __init__(self, handler: Handler, host: str = "127.0.0.1", backlog: int = 16) -> None:
+    def __init__(
+        self, handler: Handler, host: str = "127.0.0.1", backlog: int = 16, port: int = 0
+    ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((host, 0))
+        self.listener.bind((host, port))
         self.listener.listen(backlog)
         self.listener.settimeout(0.05)
         self.host = host
@@ -115,14 +117,16 @@ class Blackhole:
     retransmitting and its connect stays pending until its deadline.
     """
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.host = host
+        self.listener = socket.create_server((host, port), family=family, backlog=0)
         self.port: int = self.listener.getsockname()[1]
         self.fillers: list[socket.socket] = []
         for _ in range(8):
-            filler = socket.socket()
+            filler = socket.socket(family)
             filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", self.port))
+            filler.connect_ex((host, self.port))
             self.fillers.append(filler)
         # Wait until the queue is visibly full: the last fillers stay pending.
         for _ in range(100):
@@ -132,7 +136,7 @@ class Blackhole:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def close(self) -> None:
         for filler in self.fillers:

@@ -1,0 +1,147 @@
+"""``address_filter`` and `pysock.deny_private` on real connects (the checks alone: test_guard.py).
+
+The filter runs for each resolved address immediately before its connect,
+with the very address then connected, so a refusal means nothing reached the
+destination: each refusal test checks that its listener accepted nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any, Callable
+
+import pytest
+
+import pysock
+from pysock import _opening
+
+from ._servers import Server
+from .test_happy_eyeballs import NAME, _pair_port
+
+WAIT = 10.0
+
+
+def _refused(address: Any, **options: Any) -> pysock.ConnectError:
+    sock = pysock.connect(address, timeout=WAIT, **options)
+    with sock:
+        error = sock.opened.exception(WAIT)
+    assert isinstance(error, pysock.ConnectError), error
+    assert error.errno == errno.EACCES
+    return error
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("localhost", "loopback"),  # A name: refused after the lookup.
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped: Linux connects it to 127.0.0.1.
+    ],
+)
+def test_deny_private_refuses_loopback_before_connecting(
+    echo_server: Server, host: str, reason: str
+) -> None:
+    if host == "::1":
+        server = Server(lambda conn: None, "::1")
+        port = server.port
+    else:
+        server, port = echo_server, echo_server.port
+    try:
+        error = _refused((host, port), address_filter=pysock.deny_private)
+    finally:
+        if server is not echo_server:
+            server.stop()
+    assert reason in str(error)
+    assert "destination refused" in str(error)
+    assert server.accepted == []
+
+
+def test_a_refusal_names_the_unwrapped_address(echo_server: Server) -> None:
+    error = _refused(("::ffff:127.0.0.1", echo_server.port), address_filter=pysock.deny_private)
+    assert "127.0.0.1" in str(error)
+    assert [getattr(e, "errno", None) for e in error.errors] == [errno.EACCES]
+
+
+def test_the_filter_sees_exactly_the_connected_address(echo_server: Server) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def allow_all(ip: str, port: int) -> bool:
+        seen.append((ip, port))
+        return True
+
+    with pysock.connect(("localhost", echo_server.port), address_filter=allow_all) as sock:
+        info = sock.opened.result(WAIT)
+    assert seen == [("127.0.0.1", echo_server.port)]
+    assert info.remote_address == f"127.0.0.1:{echo_server.port}"
+
+
+def test_the_filter_runs_before_the_connect(echo_server: Server) -> None:
+    accepted_before: list[int] = []
+
+    def record(ip: str, port: int) -> bool:
+        accepted_before.append(len(echo_server.accepted))
+        return True
+
+    with pysock.connect(echo_server.address, address_filter=record) as sock:
+        sock.opened.result(WAIT)
+    assert accepted_before == [0]
+
+
+def test_a_refused_family_falls_back_to_an_allowed_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = _pair_port()
+    real = socket.getaddrinfo
+
+    def fake(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+        if host == NAME:
+            return real("::1", *args, **kwargs) + real("127.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(_opening, "getaddrinfo", fake)
+    v6, v4 = Server(lambda conn: None, "::1", port=port), Server(lambda conn: None, port=port)
+    try:
+        only_v4: Callable[[str, int], bool] = lambda ip, port: ":" not in ip  # noqa: E731
+        with pysock.connect((NAME, port), address_filter=only_v4) as sock:
+            assert sock.opened.result(WAIT).remote_address == f"127.0.0.1:{port}"
+    finally:
+        v6.stop()
+        v4.stop()
+    assert v6.accepted == []
+
+
+def test_a_failing_filter_fails_the_opening(echo_server: Server) -> None:
+    def broken(ip: str, port: int) -> bool:
+        raise RuntimeError("policy service down")
+
+    sock = pysock.connect(echo_server.address, address_filter=broken)
+    with sock:
+        error = sock.opened.exception(WAIT)
+    assert isinstance(error, pysock.ConnectError)
+    assert isinstance(error.__cause__, RuntimeError)
+    assert "policy service down" in str(error)
+    assert echo_server.accepted == []
+
+
+def test_a_custom_refusal_says_so(echo_server: Server) -> None:
+    error = _refused(echo_server.address, address_filter=lambda ip, port: port != echo_server.port)
+    assert "refused by address_filter" in str(error)
+
+
+def test_the_filter_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="address_filter"):
+        pysock.connect("127.0.0.1:1", address_filter="deny")  # type: ignore[arg-type]
+
+
+def test_a_unix_socket_has_no_address_to_filter(tmp_path: Any) -> None:
+    path = str(tmp_path / "s")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
+    try:
+        with pysock.connect({"path": path}, address_filter=pysock.deny_private) as sock:
+            sock.opened.result(WAIT)
+        conn, _ = listener.accept()
+        conn.close()
+    finally:
+        listener.close()
