@@ -81,7 +81,7 @@ _dns_lock = threading.Lock()
 class Attempt:
     """One connect attempt, or the tunnel through a proxy, watched by the selector thread."""
 
-    __slots__ = ("__weakref__", "connection", "pending", "sock", "sockaddr", "tunnel")
+    __slots__ = ("__weakref__", "connection", "pending", "received", "sock", "sockaddr", "tunnel")
 
     def __init__(self, connection: Opening, sock: socket.socket, sockaddr: Sockaddr) -> None:
         self.connection = weakref.ref(connection)
@@ -89,6 +89,7 @@ class Attempt:
         self.sockaddr = sockaddr
         self.tunnel: Optional[Handshake] = None
         self.pending = b""  # Handshake bytes the proxy's socket did not take yet.
+        self.received = b""  # The start of the proxy's message, taken off the socket.
 
     def on_ready_in_loop(self, events: int) -> None:
         connection = self.connection()
@@ -401,30 +402,16 @@ class Opening:
         proxy = self.options.proxy
         try:
             if events & selectors.EVENT_READ:
-                # Peek, then take only the reply: what follows is the destination's.
-                data = sock.recv(_PROXY_READ, socket.MSG_PEEK)
-                if not data:
-                    raise ProxyRefused(
-                        f"proxy {proxy} closed the connection during its handshake",
-                        errno.ECONNRESET,
-                    )
-                used = tunnel.receive(data)
-                if used:
-                    sock.recv(used)
+                self._tunnel_receive(attempt, tunnel)
             attempt.pending += tunnel.data_to_send()
             while attempt.pending:
                 sent = sock.send(attempt.pending)
                 attempt.pending = attempt.pending[sent:]
         except BlockingIOError:
             pass
-        except ProxyRefused as exc:
-            self._fail_open(
-                ConnectError(f"cannot connect to {self.endpoint}: {exc}", exc.errno), exc
-            )
-            return
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            message = f"cannot connect to {self.endpoint}: proxy {proxy}: {reason}"
+        except (ProxyRefused, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            message = f"cannot connect to {self.endpoint} through proxy {proxy}: {reason}"
             self._fail_open(ConnectError(message, exc.errno), exc)
             return
         loop = _loop.get_loop()
@@ -439,6 +426,26 @@ class Opening:
             self._in_selector = False
         _log.debug("%s: tunnel open through proxy %s", self.endpoint, proxy)
         self._connected(sock)
+
+    @staticmethod
+    def _tunnel_receive(attempt: Attempt, tunnel: Handshake) -> None:
+        """Take the proxy's next message off the socket, and not one byte more.
+
+        The bytes are peeked first: what follows the proxy's last reply is the
+        destination's. An incomplete message is taken whole (all of it is the
+        proxy's), so the level-triggered selector waits for more, never spins.
+        """
+        data = attempt.sock.recv(_PROXY_READ, socket.MSG_PEEK)
+        if not data:
+            raise ProxyRefused("it closed the connection during the handshake", errno.ECONNRESET)
+        message = attempt.received + data
+        length = tunnel.receive(message)
+        if length == 0:
+            attempt.sock.recv(len(data))
+            attempt.received = message
+            return
+        attempt.sock.recv(length - len(attempt.received))
+        attempt.received = b""
 
     # -- the connection is up -------------------------------------------------------
 

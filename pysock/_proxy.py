@@ -56,6 +56,8 @@ _SOCKS_REPLIES: Final = {
 class ProxyRefused(Exception):
     """The proxy answered, but not with a tunnel (or not as a proxy would).
 
+    The message is the reason alone; the caller names the proxy and the destination.
+
     Attributes:
         errno: the errno a direct connect would give for the same failure.
     """
@@ -149,7 +151,6 @@ class Socks5:
 
     def __init__(self, config: ProxyConfig, host: str, port: int) -> None:
         self._config = config
-        self._target = format_endpoint(host, port)
         self._request = b"\x05\x01\x00" + _socks_address(host) + port.to_bytes(2, "big")
         methods = b"\x00\x02" if config.username is not None else b"\x00"
         self._out = b"\x05" + bytes([len(methods)]) + methods
@@ -161,7 +162,10 @@ class Socks5:
         return out
 
     def receive(self, data: bytes) -> int:
-        """Consume the start of `data` (the proxy's bytes); return how many were used.
+        """Judge the proxy's bytes `data`; return the length of the message they start with.
+
+        0 means the message is incomplete: `data` is all part of it, and the
+        caller passes it again with what follows.
 
         Raises:
             ProxyRefused: the proxy refused, or did not speak SOCKS5.
@@ -216,7 +220,7 @@ class Socks5:
         return length
 
     def _refused(self, reason: str, code: int) -> ProxyRefused:
-        return ProxyRefused(f"proxy {self._config} refused {self._target}: {reason}", code)
+        return ProxyRefused(f"refused: {reason}", code)
 
 
 def _socks_address(host: str) -> bytes:
@@ -239,7 +243,6 @@ class HttpConnect:
 
     def __init__(self, config: ProxyConfig, host: str, port: int) -> None:
         self._config = config
-        self._target = format_endpoint(host, port)
         authority = format_endpoint(_ascii_host(host), port)
         lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
         if config.username is not None:
@@ -253,7 +256,7 @@ class HttpConnect:
         return out
 
     def receive(self, data: bytes) -> int:
-        """Consume the reply's head from `data` once it is complete; see `Socks5.receive`."""
+        """The length of the reply's head once `data` holds all of it; see `Socks5.receive`."""
         end = data.find(b"\r\n\r\n")
         if end < 0:
             if len(data) > _MAX_HTTP_REPLY:
@@ -271,7 +274,7 @@ class HttpConnect:
         return end + 4
 
     def _refused(self, reason: str, code: int) -> ProxyRefused:
-        return ProxyRefused(f"proxy {self._config} refused CONNECT {self._target}: {reason}", code)
+        return ProxyRefused(f"refused CONNECT: {reason}", code)
 
 
 def _ascii_host(host: str) -> str:
