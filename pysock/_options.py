@@ -25,7 +25,28 @@ _SECURE_TRANSPORTS: tuple[str, ...] = ("off", "on", "starttls")
 
 
 class SocketOptions(TypedDict, total=False):
-    """Options of `connect()`; every key is optional."""
+    """Options of `connect()`; every key is optional (docs/api.md has the table).
+
+    The Workers options: ``secure_transport`` ("off", "on", "starttls") and
+    ``allow_half_open``. Python's own: ``timeout`` (each blocking read or
+    write), ``connect_timeout`` (one deadline for DNS, every attempt, a
+    proxy's handshake and TLS), ``tls_context``, ``expected_server_hostname``,
+    ``alpn_protocols``.
+
+    Beyond Workers (docs/beyond.md):
+
+    - ``happy_eyeballs_delay``: seconds before the next address is tried while
+      one attempt is in progress (RFC 8305; default 0.25); None: one at a time.
+    - ``address_filter``: ``callable(ip, port) -> bool`` called for each
+      address just before its connect; False refuses it (`pysock.deny_private`).
+    - ``proxy``: ``"socks5h://[user:pass@]host:port"``, ``"socks5://..."``
+      (pysock resolves the name) or ``"http://..."`` (HTTP CONNECT).
+    - ``sock``: adopt this connected `socket.socket` instead of connecting.
+    - ``no_delay``: TCP_NODELAY (default True).
+    - ``keep_alive``: False (default), True (the OS's timing) or
+      ``(idle, interval, count)``.
+    - ``local_address``: bind to ``"ip"``, ``"ip:port"`` or ``(ip, port)`` first.
+    """
 
     secure_transport: SecureTransport
     allow_half_open: bool
