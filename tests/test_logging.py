@@ -46,7 +46,7 @@ def test_a_refused_connect_at_debug(unused_port: int, caplog: pytest.LogCaptureF
         assert isinstance(sock.opened.exception(TIMEOUT), ConnectError)
         sock.close()
     text = "\n".join(record.getMessage() for record in caplog.records)
-    assert "connect attempt failed: [Errno 111]" in text
+    assert f"connect attempt to 127.0.0.1:{unused_port} failed: [Errno 111]" in text
     assert "connecting -> broken (open failed): cannot connect to" in text
 
 
