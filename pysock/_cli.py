@@ -63,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 clean end, 1 could not connect, 2 bad arguments, "
         "3 connection broken, 130 interrupted.",
     )
-    parser.add_argument("address", metavar="HOST:PORT", help="e.g. example.com:443, [::1]:25")
+    parser.add_argument(
+        "address", metavar="HOST:PORT", help="e.g. example.com:443, [::1]:25, unix:/run/x.sock"
+    )
     tls = parser.add_mutually_exclusive_group()
     tls.add_argument("--tls", action="store_true", help="TLS from the first byte")
     tls.add_argument(
@@ -92,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
         help="after the server's EOF keep sending stdin (allow_half_open=True)",
     )
     parser.add_argument("--crlf", action="store_true", help="send line ends as CRLF")
+    parser.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="go through a proxy: socks5h://[user:pass@]host:port, socks5://..., http://...",
+    )
     parser.add_argument("--version", action="version", version=f"pysock {__version__}")
     return parser
 
@@ -160,6 +167,8 @@ class _Session:
             options["tls_context"] = self.context
         if args.servername:
             options["expected_server_hostname"] = args.servername
+        if args.proxy:
+            options["proxy"] = args.proxy
         sock = connect(args.address, **options)
         try:
             info = sock.opened.result()

@@ -390,6 +390,9 @@ class Opening:
             reason = f"{len(errors)} addresses failed ({tried})"
         else:
             reason = last.strerror or str(last)
+        proxy = self.options.proxy
+        if proxy is not None and self._via is not None:
+            reason = f"the proxy {proxy} failed: {reason}"
         message = f"cannot connect to {self.endpoint}: {reason}"
         self._fail_open(ConnectError(message, last.errno, errors), last)
 

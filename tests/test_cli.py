@@ -8,12 +8,14 @@ import ssl
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import trustme
 
+from ._proxies import Proxy, dante_proxy  # noqa: F401 (fixtures)
 from ._real_servers import (  # noqa: F401 (fixtures)
     ChildServer,
     pg_startup_message,
@@ -298,3 +300,44 @@ def test_starttls_smtp_on_a_real_server(
         err = lines(child.stderr.read())
     assert rest.startswith(b"221"), (rest, err)
     assert "* TLS: TLSv1.3" in err
+
+
+def test_through_a_socks5_proxy(request: pytest.FixtureRequest, echo_server: Server) -> None:
+    # Dante passes the half-close on stdin's EOF through (microsocks closes both ways).
+    proxy: Proxy = request.getfixturevalue("dante_proxy")
+    result = run(echo_server.address, "--proxy", proxy.url, stdin=b"via the proxy\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"via the proxy\n"
+    assert f"* connected to {proxy.address}" in lines(result.stderr)
+
+
+def test_a_refusing_proxy_is_one_line_and_status_1(unused_port: int) -> None:
+    result = run("127.0.0.1:25", "--proxy", f"http://127.0.0.1:{unused_port}")
+    assert result.returncode == 1
+    assert "Traceback" not in lines(result.stderr)
+    assert lines(result.stderr).strip().count("\n") == 0
+    assert f"the proxy http://127.0.0.1:{unused_port} failed" in lines(result.stderr)
+
+
+def test_a_unix_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        listener.settimeout(10)
+
+        def echo_once() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(10)
+                conn.sendall(recv_all(conn))
+
+        peer = threading.Thread(target=echo_once)
+        peer.start()
+        try:
+            result = run(f"unix:{path}", stdin=b"over a unix socket\n")
+        finally:
+            peer.join(10)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"over a unix socket\n"
+    assert f"* connected to {path}" in lines(result.stderr)
