@@ -70,7 +70,8 @@ class Endpoint:
 
     def __str__(self) -> str:
         if self.is_unix:
-            return f"unix:{self.host}"
+            name = "@" + self.host[1:] if self.host.startswith("\0") else self.host
+            return f"unix:{name}"
         return format_endpoint(self.host, self.port)
 
 
@@ -153,7 +154,7 @@ def endpoint_of_peer(sock: socket.socket) -> Endpoint:
     """The `Endpoint` an adopted, connected socket (``connect(sock=...)``) talks to."""
     peer = sock.getpeername()
     if _AF_UNIX is not None and sock.family == _AF_UNIX:
-        name = peer if isinstance(peer, str) else os.fsdecode(peer)
+        name = peer if isinstance(peer, str) else peer.decode("utf-8", "backslashreplace")
         return Endpoint(name or "(unnamed)", 0, _AF_UNIX)
     return Endpoint(str(peer[0]), int(peer[1]), int(sock.family))
 

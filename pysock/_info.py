@@ -46,9 +46,17 @@ class TLSInfo:
 
 
 def format_sockaddr(sockaddr: Any) -> str:
-    """Format an address from ``getpeername()``/``getsockname()`` as ``ip:port``."""
+    """Format an address from ``getpeername()``/``getsockname()`` as ``ip:port``.
+
+    A Unix socket's is its path; a Linux abstract name (a leading NUL, which
+    Python gives as bytes) is shown as ``@name``, as ``ss`` does.
+    """
     if isinstance(sockaddr, tuple):
         return format_endpoint(str(sockaddr[0]), int(sockaddr[1]))
+    if isinstance(sockaddr, bytes):
+        sockaddr = sockaddr.decode("utf-8", "backslashreplace")
+    if isinstance(sockaddr, str) and sockaddr.startswith("\0"):
+        return "@" + sockaddr[1:]
     return str(sockaddr)
 
 

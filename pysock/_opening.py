@@ -415,7 +415,9 @@ class Opening:
         except (ProxyRefused, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             message = f"cannot connect to {self.endpoint} through proxy {proxy}: {reason}"
-            self._fail_open(ConnectError(message, exc.errno), exc)
+            # The cause is an OSError, as for a direct connect (SPEC section 5).
+            cause = exc if isinstance(exc, OSError) else OSError(exc.errno, reason)
+            self._fail_open(ConnectError(message, exc.errno), cause)
             return
         loop = _loop.get_loop()
         with self._lock:
@@ -540,9 +542,7 @@ def tune(sock: socket.socket, options: Options) -> None:
         return
     keep_alive = options.keep_alive
     if keep_alive is None:
-        if options.sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
-        return
+        return  # Never switched off: an adopted socket keeps the keepalive its owner set.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     idle, interval, count = keep_alive
     for name, value in (

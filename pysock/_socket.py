@@ -71,6 +71,11 @@ def connect(
         endpoint = parse_address(address)
     if endpoint.is_unix and (resolved.proxy is not None or resolved.local_address is not None):
         raise ValueError(f"{endpoint} is a Unix socket: proxy and local_address do not apply")
+    if resolved.address_filter is not None and (endpoint.is_unix or resolved.sock is not None):
+        # Refused, not skipped: code that guards user-given destinations must not
+        # reach "unix:/run/docker.sock" or an already connected socket unchecked.
+        what = "an adopted socket (sock=)" if resolved.sock is not None else "a Unix socket"
+        raise ValueError(f"address_filter cannot check {what}: it has no IP address to judge")
     if resolved.secure_transport == "on":
         connection: Connection = TlsConnection(endpoint, resolved)
     else:
@@ -185,6 +190,8 @@ class Socket:
             `OSError` from the system call.
         """
         connection = self._connection
+        if connection._inherited:
+            raise SocketClosedError(f"{self!r} was inherited from the parent process")
         if connection.state is State.CONNECTING:
             self.opened.exception(connection.options.connect_timeout)
         sock = connection.sock

@@ -133,15 +133,15 @@ def test_the_filter_must_be_callable() -> None:
         pysock.connect("127.0.0.1:1", address_filter="deny")  # type: ignore[arg-type]
 
 
-def test_a_unix_socket_has_no_address_to_filter(tmp_path: Any) -> None:
-    path = str(tmp_path / "s")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen(1)
+def test_a_filter_refuses_what_it_cannot_check(tmp_path: Any, echo_server: Server) -> None:
+    """A Unix path or an adopted socket has no IP address: refused, never let through."""
+    with pytest.raises(ValueError, match="Unix socket"):
+        pysock.connect({"path": str(tmp_path / "s")}, address_filter=pysock.deny_private)
+    with pytest.raises(ValueError, match="Unix socket"):
+        pysock.connect("unix:/run/docker.sock", address_filter=lambda ip, port: True)
+    raw = socket.create_connection(("127.0.0.1", echo_server.port), timeout=WAIT)
     try:
-        with pysock.connect({"path": path}, address_filter=pysock.deny_private) as sock:
-            sock.opened.result(WAIT)
-        conn, _ = listener.accept()
-        conn.close()
+        with pytest.raises(ValueError, match="adopted socket"):
+            pysock.connect(sock=raw, address_filter=pysock.deny_private)
     finally:
-        listener.close()
+        raw.close()

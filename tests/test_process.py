@@ -188,6 +188,11 @@ def _child(inherited: Any, address: str) -> int:
         return 3
     except SocketClosedError:
         pass
+    try:
+        inherited.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        return 6
+    except SocketClosedError:
+        pass
     with connect(address) as fresh:
         fresh.writable.write(b"child")
         if fresh.readable.readexactly(5) != b"child":

@@ -145,6 +145,8 @@ def test_a_refused_destination(proxy: Proxy, unused_port: int) -> None:
     assert f"127.0.0.1:{unused_port}" in str(error)
     assert "proxy" in str(error)
     assert error.errno is not None
+    assert isinstance(error.__cause__, OSError)  # SPEC section 5, as for a direct connect.
+    assert error.__cause__.errno == error.errno
     assert proxy.password is None or proxy.password not in str(error)
 
 

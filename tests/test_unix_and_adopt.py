@@ -125,6 +125,9 @@ def test_an_abstract_unix_socket(unix_echo: UnixServer) -> None:
     try:
         with pysock.connect({"path": name}, timeout=WAIT) as sock:
             _roundtrip(sock)
+            shown = "@" + name[1:]
+            assert sock.opened.result(WAIT).remote_address == shown
+            assert repr(sock) == f"<pysock.Socket unix:{shown} off open>"
     finally:
         server.stop()
     # The fixture's server waits for a client too.
@@ -209,6 +212,13 @@ def test_adopting_for_starttls(ca: trustme.CA, leaf: trustme.LeafCert, serve: An
     assert sock.readable.readline() == b"GO\n"
     with sock.start_tls() as secure:
         _roundtrip(secure)
+
+
+def test_adopting_keeps_the_owners_keepalive(echo_server: Server) -> None:
+    raw = socket.create_connection(("127.0.0.1", echo_server.port), timeout=WAIT)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    with pysock.connect(sock=raw) as sock:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
 
 
 def test_adopting_one_end_of_a_socketpair() -> None:
