@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Final, Optional
 
-from pysock import ConnectError, Socket, SocketClosedError, connect
+from pysock import ConnectError, Socket, SocketClosedError, connect, deny_private
 
 if TYPE_CHECKING:
     import trustme
@@ -297,6 +297,24 @@ def part_refused() -> None:
     say(f"== opened failed: ConnectError errno={error.errno} ({name}): {error}")
 
 
+def part_guard() -> None:
+    say("\n== part 4: beyond Workers, the destination guard for server-side code")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        say(f'-> connect("{address}", address_filter=deny_private)')
+        with connect(address, address_filter=deny_private, timeout=TIMEOUT) as sock:
+            error = sock.opened.exception(TIMEOUT)
+        listener.setblocking(False)
+        try:
+            listener.accept()[0].close()
+            reached = True
+        except BlockingIOError:
+            reached = False
+    if not isinstance(error, ConnectError) or error.errno != errno.EACCES or reached:
+        raise DemoError(f"expected a ConnectError with EACCES and no connection, got {error!r}")
+    say(f"== refused, and nothing reached the listener: ConnectError errno=EACCES: {error}")
+
+
 def main() -> int:
     started = time.monotonic()
     try:
@@ -308,6 +326,7 @@ def main() -> int:
         else:
             part_tls(certs)
             part_starttls(certs)
+        part_guard()
         part_refused()
     except Exception as exc:
         print(f"demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -39,6 +39,8 @@ def test_the_demo_prints_each_part_and_exits_0() -> None:
         "== part 3: STARTTLS",
         "-> tls_sock = sock.start_tls()",
         "== old socket: upgraded=True",
+        "== part 4: beyond Workers",
+        "destination refused: 127.0.0.1 is a loopback address",
         "== a port where nothing listens",
         "ConnectError errno=111",
         "== done in ",

@@ -99,6 +99,8 @@ LINKED_FROM_INDEX = (
     "porting.md",
     "design.md",
     "performance.md",
+    "beyond.md",
+    "streaming.md",
 )
 
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)[^`]*$")

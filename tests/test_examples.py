@@ -6,6 +6,9 @@ cannot rot: an API change that breaks one breaks this test.
 
 from __future__ import annotations
 
+import http.client
+import re
+import select
 import socket
 import ssl
 import subprocess
@@ -23,6 +26,8 @@ from ._tls_peers import close_cleanly, wrap
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30  # Per run of a script: a cold interpreter on a loaded machine.
 SCRIPTS = ("gopher", "smtp_starttls", "postgres_sslrequest", "redis_ping", "https_get")
+# The web views: servers that stream a gopher answer as their response's body.
+WEB_SCRIPTS = ("flask_stream", "django_stream")
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -170,4 +175,63 @@ def test_refused_is_one_line(script: str, unused_port: int) -> None:
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr == (
         f"{script}.py: error: cannot connect to 127.0.0.1:{unused_port}: Connection refused\n"
+    )
+
+
+def fetch_once(script: str, upstream: str, path: str) -> tuple[int, bytes, str]:
+    """Start a web example with --once on a free port, GET `path`; its status, body, stderr."""
+    command = [sys.executable, str(ROOT / "examples" / f"{script}.py"), upstream]
+    command += ["--listen", "127.0.0.1:0", "--once"]
+    with subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None
+        try:
+            ready, _, _ = select.select([process.stdout], [], [], TIMEOUT)
+            banner = process.stdout.readline() if ready else ""
+            found = re.match(r"\* serving http://127\.0\.0\.1:(\d+)/ from gopher ", banner)
+            assert found, f"no banner from {script}.py: {banner!r}"
+            conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=TIMEOUT)
+            try:
+                conn.request("GET", path)
+                with conn.getresponse() as response:
+                    status, body = response.status, response.read()
+            finally:
+                conn.close()
+            stdout, stderr = process.communicate(timeout=TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert (process.returncode, stdout) == (0, ""), (process.returncode, stdout, stderr)
+    assert "Traceback" not in stderr, stderr
+    return status, body, stderr
+
+
+@pytest.mark.parametrize("script", WEB_SCRIPTS)
+def test_web_view_streams_gopher(serve: Callable[..., Server], script: str) -> None:
+    selectors: list[bytes] = []
+
+    def gopher(conn: socket.socket) -> None:
+        selectors.append(read_until(conn, b"\r\n"))
+        conn.sendall(MENU.encode())
+
+    server = serve(gopher)
+    status, body, stderr = fetch_once(script, server.address, "/about")
+    assert (status, body) == (200, MENU.encode())  # byte for byte: CRLFs kept
+    assert selectors == [b"/about\r\n"]  # the request's path is the selector, as in Workers
+    assert '"GET /about HTTP/1.1" 200' in stderr  # the server's access log, and nothing else
+    assert stderr.count("\n") == 1, stderr
+
+
+@pytest.mark.parametrize("script", WEB_SCRIPTS)
+def test_web_view_unreachable_gopher_is_502(script: str, unused_port: int) -> None:
+    status, body, _ = fetch_once(script, f"127.0.0.1:{unused_port}", "/")
+    assert status == 502
+    assert (
+        body
+        == (
+            f"cannot reach the gopher server: cannot connect to 127.0.0.1:{unused_port}: "
+            "Connection refused\n"
+        ).encode()
     )
