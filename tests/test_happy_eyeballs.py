@@ -202,3 +202,25 @@ def test_interleave_alternates_families_from_the_first_address() -> None:
     assert interleave([*V4, *V6]) == [V4[0], V6[0], V4[1], V6[1], V6[2]]
     assert interleave([V4[0], V4[0], V6[0]]) == [V4[0], V6[0]]
     assert interleave([]) == []
+
+
+def test_racing_attempts_leak_nothing(
+    resolve_dual: Callable[[str], None], port: int, cleanup: list[Any]
+) -> None:
+    """Delay 0: both families race every time; one wins, the other is closed (no fd leaks)."""
+    resolve_dual("v6")
+    cleanup += [Server(echo, "127.0.0.1", port=port), Server(echo, "::1", port=port)]
+    winners = set()
+    for index in range(100):
+        with pysock.connect((NAME, port), happy_eyeballs_delay=0, timeout=WAIT) as sock:
+            winners.add(sock.opened.result(WAIT).remote_address)
+            if index % 10 == 0:
+                _roundtrip_one(sock)
+        if index % 7 == 3:  # And some closed while both attempts are still racing.
+            pysock.connect((NAME, port), happy_eyeballs_delay=0).close()
+    assert winners <= {f"[::1]:{port}", f"127.0.0.1:{port}"}
+
+
+def _roundtrip_one(sock: pysock.Socket) -> None:
+    sock.writable.write(b"?")
+    assert sock.readable.readexactly(1) == b"?"
