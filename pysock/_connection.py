@@ -526,9 +526,12 @@ class Connection(Opening, StreamIO):
 
     def _descriptors(self) -> list[socket.socket]:
         """The open socket and every connect attempt's."""
+        sock = self.sock
+        if not self._attempts:
+            return [] if sock is None else [sock]
         socks = [attempt.sock for attempt in self._attempts]
-        if self.sock is not None:
-            socks.append(self.sock)
+        if sock is not None:
+            socks.append(sock)
         return socks
 
     def _after_call(self) -> None:

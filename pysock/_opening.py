@@ -139,9 +139,8 @@ class Opening:
         elif options.proxy is not None:
             dns_executor().submit(_plan_proxy, weakref.ref(self), options.proxy)
         elif endpoint.family is not None:
-            sockaddr: Sockaddr = (
-                endpoint.host if endpoint.is_unix else (endpoint.host, endpoint.port)
-            )
+            # A Unix socket's endpoint has port 0 and its path as host.
+            sockaddr: Sockaddr = (endpoint.host, endpoint.port) if endpoint.port else endpoint.host
             self._addresses = [(endpoint.family, sockaddr)]
             self._start_next(in_loop=False)
         else:
@@ -248,17 +247,15 @@ class Opening:
             when the connect is complete already, the peer's address.
         """
         local = self.options.local_address
-        target = format_sockaddr(sockaddr)
         if local is not None and local[0] != family:
-            self._errors.append(
-                OSError(errno.EAFNOSUPPORT, f"local_address {local[1][0]} cannot reach it", target)
-            )
+            reason = f"local_address {local[1][0]} cannot reach it"
+            self._errors.append(OSError(errno.EAFNOSUPPORT, reason, format_sockaddr(sockaddr)))
             return None
         try:
             # Non-blocking from birth: one fcntl() less than setblocking(False).
             sock = socket.socket(family, socket.SOCK_STREAM | _SOCK_NONBLOCK)
         except OSError as exc:
-            self._errors.append(_with_target(exc, target))
+            self._errors.append(_with_target(exc, format_sockaddr(sockaddr)))
             return None
         attempt = Attempt(self, sock, sockaddr)
         with self._lock:
@@ -269,7 +266,7 @@ class Opening:
         if not _SOCK_NONBLOCK:
             sock.setblocking(False)
         if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("%s: connecting to %s", self.endpoint, target)
+            _log.debug("%s: connecting to %s", self.endpoint, format_sockaddr(sockaddr))
         if local is not None:
             try:
                 sock.bind(local[1])
@@ -359,7 +356,6 @@ class Opening:
 
     def _won(self, attempt: Attempt, in_loop: bool, peer: Optional[Sockaddr]) -> None:
         """`attempt` connected (to `peer`, if known): close the others, then tunnel or open."""
-        loop = _loop.get_loop()
         with self._lock:
             if self.state is not State.CONNECTING:
                 return  # close() or the deadline came first; the release closes it.
@@ -367,10 +363,12 @@ class Opening:
             self._attempts = (attempt,)
             self._addresses = []
             if in_loop:
+                loop = _loop.get_loop()
                 for other in (attempt, *losers):
                     loop.unwatch(other.sock)
                 self._in_selector = False
-        self._cancel_stagger()
+        if self._stagger_timer is not None:
+            self._cancel_stagger()
         for loser in losers:  # Only a loop thread's attempts have rivals.
             _log.debug("%s: closing the slower attempt to %s", self.endpoint, loser.sockaddr)
             loser.sock.close()
@@ -479,7 +477,8 @@ class Opening:
         timer = self._deadline_timer
         if timer is not None:
             timer.cancel()
-        self._cancel_stagger()
+        if self._stagger_timer is not None:
+            self._cancel_stagger()
 
     def _on_connect_deadline(self) -> None:
         timeout = self.options.connect_timeout

@@ -69,7 +69,7 @@ def connect(
         endpoint = endpoint_of_peer(resolved.sock)
     else:
         endpoint = parse_address(address)
-    if endpoint.is_unix and (resolved.proxy is not None or resolved.local_address is not None):
+    if (resolved.proxy is not None or resolved.local_address is not None) and endpoint.is_unix:
         raise ValueError(f"{endpoint} is a Unix socket: proxy and local_address do not apply")
     if resolved.address_filter is not None and (endpoint.is_unix or resolved.sock is not None):
         # Refused, not skipped: code that guards user-given destinations must not
