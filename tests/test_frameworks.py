@@ -210,6 +210,10 @@ def django_app() -> WsgiApp:
             MIDDLEWARE=[],
             DATABASES={},
             USE_TZ=True,
+            # Django's dictConfig closes every existing handler, pytest's own
+            # among them; on Python 3.9 a closed FileHandler reopens its file at
+            # the next record, which the next test's leak check sees as a leak.
+            LOGGING_CONFIG=None,
         )
     import django  # type: ignore[import-untyped]
     from django.core.handlers.wsgi import WSGIHandler  # type: ignore[import-untyped]
