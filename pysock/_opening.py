@@ -201,15 +201,10 @@ class Opening:
                     break
                 family, sockaddr = self._addresses.pop(0)
             if self.options.address_filter is not None and self.options.proxy is None:
-                try:
-                    refusal = self.check_destination(sockaddr)
-                except Exception as exc:  # The user's filter failed: nothing is opened.
-                    message = f"address_filter failed for {self.endpoint}: {exc!r}"
-                    self._fail_open(ConnectError(message, errno.EACCES), exc)
+                admitted = self.admits(sockaddr)
+                if admitted is None:
                     return
-                if refusal is not None:
-                    _log.debug("%s: %s", self.endpoint, refusal.strerror)
-                    self._errors.append(refusal)
+                if not admitted:
                     continue
             started = self._begin_attempt(family, sockaddr)
             if started is None:
@@ -221,6 +216,25 @@ class Opening:
                 self._won(attempt, in_loop, peer)
             return
         self._fail_open_with_attempt_errors()
+
+    def admits(self, sockaddr: Sockaddr) -> Optional[bool]:
+        """Run ``address_filter`` on `sockaddr`.
+
+        Returns:
+            True to connect; False when refused (the refusal is kept in
+            ``_errors``); None when the filter raised (the opening has failed).
+        """
+        try:
+            refusal = self.check_destination(sockaddr)
+        except Exception as exc:  # The user's filter failed: nothing is opened.
+            message = f"address_filter failed for {self.endpoint}: {exc!r}"
+            self._fail_open(ConnectError(message, errno.EACCES), exc)
+            return None
+        if refusal is None:
+            return True
+        _log.debug("%s: %s", self.endpoint, refusal.strerror)
+        self._errors.append(refusal)
+        return False
 
     def check_destination(self, sockaddr: Sockaddr) -> Optional[OSError]:
         """Ask ``address_filter`` about `sockaddr`; return the refusal, or None to go on."""
@@ -628,15 +642,11 @@ def _first_allowed(ref: weakref.ref[Any], candidates: list[tuple[int, Sockaddr]]
     for _, sockaddr in candidates:
         if connection.options.address_filter is None:
             return str(sockaddr[0])
-        try:
-            refusal = connection.check_destination(sockaddr)
-        except Exception as exc:  # The user's filter failed: nothing is opened.
-            message = f"address_filter failed for {connection.endpoint}: {exc!r}"
-            connection._fail_open(ConnectError(message, errno.EACCES), exc)
+        admitted = connection.admits(sockaddr)
+        if admitted is None:
             return None
-        if refusal is None:
+        if admitted:
             return str(sockaddr[0]).split("%", 1)[0]
-        connection._errors.append(refusal)
     connection._fail_open_with_attempt_errors()
     return None
 
