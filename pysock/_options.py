@@ -91,11 +91,6 @@ class Options:
     # (family, sockaddr) to bind() before connecting.
     local_address: Optional[tuple[int, tuple[str, int]]] = None
 
-    @property
-    def tunes(self) -> bool:
-        """True when an open socket needs more than the default TCP_NODELAY."""
-        return self.keep_alive is not None or not self.no_delay
-
 
 DEFAULT_OPTIONS: Final = Options()
 

@@ -77,16 +77,25 @@ def test_the_filter_sees_exactly_the_connected_address(echo_server: Server) -> N
     assert info.remote_address == f"127.0.0.1:{echo_server.port}"
 
 
-def test_the_filter_runs_before_the_connect(echo_server: Server) -> None:
-    accepted_before: list[int] = []
+def test_the_filter_runs_before_the_connect() -> None:
+    """While the filter runs, the listener's queue is empty: no handshake has happened yet."""
+    queued_during_filter: list[bool] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
 
-    def record(ip: str, port: int) -> bool:
-        accepted_before.append(len(echo_server.accepted))
-        return True
+        def probe(ip: str, port: int) -> bool:
+            try:
+                listener.accept()[0].close()
+                queued_during_filter.append(True)
+            except BlockingIOError:
+                queued_during_filter.append(False)
+            return True
 
-    with pysock.connect(echo_server.address, address_filter=record) as sock:
-        sock.opened.result(WAIT)
-    assert accepted_before == [0]
+        with pysock.connect(listener.getsockname(), address_filter=probe) as sock:
+            sock.opened.result(WAIT)
+            listener.settimeout(WAIT)
+            listener.accept()[0].close()  # The connect did happen, after the filter.
+    assert queued_during_filter == [False]
 
 
 def test_a_refused_family_falls_back_to_an_allowed_one(monkeypatch: pytest.MonkeyPatch) -> None:
