@@ -116,6 +116,7 @@ class Connection(Opening, StreamIO):
         "sock",
         "state",
         "tls",
+        "writer_gone",
     )
 
     def __init__(self, endpoint: Endpoint, options: Options) -> None:
@@ -129,6 +130,7 @@ class Connection(Opening, StreamIO):
         self._closed_future: Optional[concurrent.futures.Future[None]] = None
         self._closed_outcome: Optional[tuple[None, Optional[BaseException]]] = None
         self.reader_ref: Optional[weakref.ref[Any]] = None
+        self.writer_gone = False  # Set by the writer's finalizer: nothing can write any more.
         self.sock: Optional[socket.socket] = None
         self.info: Optional[SocketInfo] = None
         self._lock = threading.Lock()

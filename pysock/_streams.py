@@ -284,11 +284,20 @@ class SocketReader(io.BufferedIOBase):
         return lines
 
     def close(self) -> None:
-        """Stop reading: later reads raise `SocketClosedError`; writing goes on."""
+        """Stop reading: later reads raise `SocketClosedError`; writing goes on.
+
+        If nothing can write any more (the `Socket` and its ``writable`` are
+        both gone, as after ``return Response(sock.readable)`` in a web view),
+        the whole connection is closed: the framework's ``close()`` at the end
+        of the response then releases the socket.
+        """
         if self._is_closed:
             return
         self._detach_buffer()
-        self._connection.close_read()
+        if self._connection.writer_gone:
+            self._connection.close()  # Nobody holds the write side: no one could use or close it.
+        else:
+            self._connection.close_read()
 
     def _has_unread(self) -> bool:
         """True if bytes received from the socket wait in this reader (no I/O)."""
@@ -413,7 +422,9 @@ class SocketWriter(io.BufferedIOBase):
         raise io.UnsupportedOperation("a SocketWriter cannot be detached")
 
     def __del__(self) -> None:
-        pass
+        # Never closes anything (the connection's finalizer does); it only records
+        # that no code can write any more, for `SocketReader.close()`.
+        self._connection.writer_gone = True
 
     def __repr__(self) -> str:
         state = "closed" if self._is_closed else "open"

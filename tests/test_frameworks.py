@@ -29,7 +29,7 @@ from django.conf import settings  # type: ignore[import-untyped]
 from django.http import StreamingHttpResponse  # type: ignore[import-untyped]
 from django.urls import path  # type: ignore[import-untyped]
 
-from pysock import Socket, connect
+from pysock import Socket, SocketReader, connect
 
 from ._servers import PEER_TIMEOUT, Server
 
@@ -57,6 +57,8 @@ class Upstream:
 
     address: str = ""
     sockets: list[Socket] = field(default_factory=list)
+    # The `closed` futures of sockets the views did not keep (see `readable_only`).
+    closed: list[futures.Future[None]] = field(default_factory=list)
 
 
 UPSTREAM = Upstream()
@@ -68,6 +70,19 @@ def open_upstream(selector: bytes) -> Socket:
     UPSTREAM.sockets.append(sock)
     sock.writable.write(selector + b"\r\n")
     return sock
+
+
+def readable_only(selector: bytes) -> SocketReader:
+    """The Workers example to the letter: connect, write, hand on ``readable`` alone.
+
+    The view keeps neither the socket nor ``writable``, so nothing can write any
+    more and ``readable.close()`` (called by the framework at the end of the
+    response) closes the whole connection.
+    """
+    sock = connect(UPSTREAM.address, timeout=PEER_TIMEOUT)
+    UPSTREAM.closed.append(sock.closed)
+    sock.writable.write(selector + b"\r\n")
+    return sock.readable
 
 
 class Peer:
@@ -154,6 +169,7 @@ def upstream(serve: Callable[..., Server]) -> Iterator[Callable[[Callable[..., N
     for sock in UPSTREAM.sockets:  # A failed test must not leak the views' sockets.
         sock.close()
     UPSTREAM.sockets.clear()
+    UPSTREAM.closed.clear()
 
 
 def the_socket() -> Socket:
@@ -165,6 +181,12 @@ def the_socket() -> Socket:
 def wait_closed(sock: Socket) -> None:
     futures.wait([sock.closed], timeout=PEER_TIMEOUT)
     assert sock.closed.done(), f"{sock!r} was not closed"
+
+
+def wait_forgotten_closed() -> None:
+    """The one socket a `readable_only` view opened ended cleanly."""
+    assert len(UPSTREAM.closed) == 1, UPSTREAM.closed
+    assert UPSTREAM.closed[0].result(PEER_TIMEOUT) is None
 
 
 # -- Flask ---------------------------------------------------------------------------
@@ -182,6 +204,11 @@ def flask_lines() -> flask.Response:
     return flask.Response(open_upstream(b"/lines").readable, mimetype="text/plain")
 
 
+@flask_app.route("/readable")
+def flask_readable() -> flask.Response:
+    return flask.Response(readable_only(b"/readable"), mimetype="text/plain")
+
+
 # -- Django: settings, views and this module as the URLconf ---------------------------
 
 
@@ -194,7 +221,15 @@ def django_lines(request: Any) -> Any:
     return StreamingHttpResponse(open_upstream(b"/lines").readable, content_type="text/plain")
 
 
-urlpatterns = [path("stream", django_stream), path("lines", django_lines)]
+def django_readable(request: Any) -> Any:
+    return StreamingHttpResponse(readable_only(b"/readable"), content_type="text/plain")
+
+
+urlpatterns = [
+    path("stream", django_stream),
+    path("lines", django_lines),
+    path("readable", django_readable),
+]
 
 
 @pytest.fixture(scope="session")
@@ -340,6 +375,31 @@ def test_readable_streams_lines(site: Site, upstream: Callable[..., None]) -> No
     assert peer.wait_outcome() == "eof"
 
 
+def test_readable_alone_closes_the_socket_when_the_client_goes_away(
+    site: Site, upstream: Callable[..., None]
+) -> None:
+    peer = Peer([MENU], send_eof=False)  # The answer never ends by itself.
+    upstream(peer)
+    response = site.get("/readable")
+    assert next(response.chunks) == MENU.splitlines(keepends=True)[0]
+    assert not UPSTREAM.closed[0].done()
+    response.close()  # The framework calls readable.close(): nothing else holds the socket.
+    wait_forgotten_closed()  # Closed now, not at garbage collection with a ResourceWarning.
+    assert peer.wait_outcome() == "eof"
+    assert peer.selectors == [b"/readable\r\n"]
+
+
+def test_readable_alone_streams_to_the_end(site: Site, upstream: Callable[..., None]) -> None:
+    peer = Peer([MENU])
+    upstream(peer)
+    response = site.get("/readable")
+    chunks = list(response.chunks)
+    response.close()
+    assert chunks == MENU.splitlines(keepends=True)
+    wait_forgotten_closed()
+    assert peer.wait_outcome() == "eof"
+
+
 # -- through real WSGI servers on loopback -------------------------------------------
 
 
@@ -425,6 +485,18 @@ def test_real_server_streams_lines(upstream: Callable[..., None], served: int) -
         assert response.read() == MENU
     wait_closed(the_socket())
     assert peer.wait_outcome() == "eof"
+
+
+def test_real_server_readable_alone_client_going_away(
+    upstream: Callable[..., None], served: int
+) -> None:
+    flood = Flooder()  # Lines of two bytes: readable's iteration yields each one.
+    upstream(flood)
+    with http_get(served, "/readable") as response:
+        assert response.status == 200
+        assert len(response.read(1000)) == 1000
+    assert flood.outcome.get(timeout=PEER_TIMEOUT) == "gone"
+    wait_forgotten_closed()
 
 
 def test_real_server_client_going_away(upstream: Callable[..., None], served: int) -> None:

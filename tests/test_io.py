@@ -250,6 +250,36 @@ def test_readable_close_stops_reading_but_not_writing(serve: Callable[..., Serve
     assert received == [b"still writing"]
 
 
+def test_readable_close_closes_everything_when_nothing_can_write(
+    serve: Callable[..., Server],
+) -> None:
+    received: list[bytes] = []
+    server = serve(lambda conn: received.append(recv_all(conn)))
+    sock = connect(server.address, timeout=TIMEOUT)
+    sock.writable.write(b"request")
+    closed, readable = sock.closed, sock.readable
+    del sock  # The socket and its writable are gone: nothing can write any more.
+    readable.close()
+    assert closed.result(TIMEOUT) is None  # No ResourceWarning later: it is closed now.
+    server.stop()
+    assert received == [b"request"]
+
+
+def test_readable_close_keeps_a_writable_that_someone_holds(serve: Callable[..., Server]) -> None:
+    received: list[bytes] = []
+    server = serve(lambda conn: received.append(recv_all(conn)))
+    sock = connect(server.address, timeout=TIMEOUT)
+    closed, readable, writable = sock.closed, sock.readable, sock.writable
+    del sock
+    readable.close()
+    writable.write(b"still writing")
+    assert not closed.done()
+    writable.close()  # Both directions done: the connection is over.
+    assert closed.result(TIMEOUT) is None
+    server.stop()
+    assert received == [b"still writing"]
+
+
 def test_writable_close_half_closes(serve: Callable[..., Server]) -> None:
     def answer_after_eof(conn: socket.socket) -> None:
         request = recv_all(conn)
