@@ -64,10 +64,11 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import weakref
 from typing import Any, Callable, Final, Optional, Protocol
 
-__all__ = ["Loop", "Timer", "fork_generation", "get_loop"]
+__all__ = ["Loop", "Timer", "fork_generation", "get_loop", "report_bug"]
 
 _EPOLLRDHUP: Final = getattr(select, "EPOLLRDHUP", 0)
 # A hang-up watch: peer FIN (EPOLLRDHUP); EPOLLERR and EPOLLHUP are always reported.
@@ -260,7 +261,7 @@ class Loop:
                     self._watch_now(fd, ref, mask)
                 except OSError as exc:  # A pysock bug: a descriptor closed while watched.
                     self._hangup_targets.pop(fd, None)
-                    sys.unraisablehook(_Unraisable(exc, ref()))
+                    report_bug(exc, ref())
 
     def _add_timer(self, timer: Timer) -> None:
         heapq.heappush(self._timers, (timer.deadline, next(self._sequence), timer))
@@ -278,7 +279,7 @@ class Loop:
                 else:
                     self._dispatch_hangups(timeout)
             except Exception as exc:  # A pysock bug: report it, never let the thread die.
-                sys.unraisablehook(_Unraisable(exc, self))
+                report_bug(exc, self)
                 time.sleep(_ERROR_PAUSE)
             # Helpers, not inline code: no local of this frame may keep a
             # forgotten socket alive while select() waits.
@@ -360,16 +361,37 @@ def _guarded(callback: Callable[..., None], *args: Any) -> None:
     try:
         callback(*args)
     except Exception as exc:
-        sys.unraisablehook(_Unraisable(exc, callback))
+        report_bug(exc, callback)
 
 
 class _Unraisable:
-    def __init__(self, exc: BaseException, obj: object) -> None:
+    def __init__(
+        self, exc: BaseException, obj: object, where: str = "the selector thread"
+    ) -> None:
         self.exc_type: type[BaseException] = type(exc)
         self.exc_value: Optional[BaseException] = exc
         self.exc_traceback = exc.__traceback__
-        self.err_msg: Optional[str] = "pysock: exception in the selector thread"
+        self.err_msg: Optional[str] = f"pysock: exception in {where}"
         self.object = obj
+
+
+def report_bug(exc: BaseException, obj: object, where: str = "the selector thread") -> None:
+    """Report an exception no caller can receive, as Python reports one in ``__del__``.
+
+    An installed hook (pytest's, which fails the test) gets it. The default hook
+    accepts only its own argument type, which Python code cannot build, so in
+    its place the report is printed the way it prints one.
+    """
+    args = _Unraisable(exc, obj, where)
+    hook = sys.unraisablehook
+    if hook is not sys.__unraisablehook__:
+        hook(args)
+        return
+    stderr = sys.stderr
+    if stderr is None:
+        return
+    print(f"{args.err_msg}: {obj!r}", file=stderr)
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=stderr)
 
 
 _loop: Optional[Loop] = None

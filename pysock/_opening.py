@@ -31,7 +31,6 @@ would (TLS, if asked, is negotiated with the destination through the tunnel).
 
 from __future__ import annotations
 
-import concurrent.futures
 import errno
 import logging
 import os
@@ -47,6 +46,7 @@ from ._guard import deny_private, private_reason
 from ._info import SocketInfo, format_sockaddr, socket_info
 from ._proxy import Handshake, ProxyConfig, ProxyRefused, handshake_for
 from ._state import State
+from ._workers import Workers
 from .errors import ConnectError, SocketTimeout
 
 _log = logging.getLogger("pysock")
@@ -55,14 +55,20 @@ if TYPE_CHECKING:
     from ._address import Endpoint
     from ._options import Options
 
-__all__ = ["Attempt", "Opening", "Sockaddr", "dns_executor", "reset_dns_after_fork", "tune"]
+__all__ = [
+    "Attempt",
+    "Opening",
+    "Sockaddr",
+    "dns_workers",
+    "reset_dns_after_fork",
+    "resolve",
+    "tune",
+]
 
-# Threads are started on demand up to this bound, so one slow lookup never
-# stalls another until 32 are slow at once, and a burst of lookups for
-# unresponsive names cannot create threads without limit. A lookup that
-# outlives its connect deadline is abandoned (its result dropped) but holds its
-# worker until getaddrinfo() returns.
-_DNS_WORKERS: Final = 32
+# A DNS thread idle this long exits. A lookup that outlives its connect deadline
+# is abandoned (its result dropped) but holds its thread until getaddrinfo()
+# returns; the threads never bound how many lookups run at once (pysock._workers).
+_DNS_IDLE_SECONDS: Final = 10.0
 _IN_PROGRESS: Final = frozenset({errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK})
 _SOCK_NONBLOCK: Final = getattr(socket, "SOCK_NONBLOCK", 0)
 _PROXY_READ: Final = 16 * 1024  # Bytes peeked per read of a proxy's reply.
@@ -74,8 +80,12 @@ Sockaddr = Union[str, tuple[str, int], tuple[str, int, int, int]]
 # addresses through it, since no hosts file here lists one for both families.
 getaddrinfo = socket.getaddrinfo
 
-_dns_pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+_dns_workers: Optional[Workers] = None
 _dns_lock = threading.Lock()
+# The lookups in progress, by (host, port): the connections waiting for each.
+# A burst of connects to one name (a pool filling up while DNS is slow) shares
+# one getaddrinfo() call and one thread.
+_waiting: dict[tuple[str, int], list[weakref.ref[Any]]] = {}
 
 
 class Attempt:
@@ -137,15 +147,14 @@ class Opening:
         if options.sock is not None:
             self._adopt(options.sock)
         elif options.proxy is not None:
-            dns_executor().submit(_plan_proxy, weakref.ref(self), options.proxy)
+            dns_workers().submit(_plan_proxy, weakref.ref(self), options.proxy)
         elif endpoint.family is not None:
             # A Unix socket's endpoint has port 0 and its path as host.
             sockaddr: Sockaddr = (endpoint.host, endpoint.port) if endpoint.port else endpoint.host
             self._addresses = [(endpoint.family, sockaddr)]
             self._start_next(in_loop=False)
         else:
-            ref = weakref.ref(self)
-            dns_executor().submit(_resolve, ref, endpoint.host, endpoint.port)
+            resolve(weakref.ref(self), endpoint.host, endpoint.port)
         if self.state is State.CONNECTING and self._connect_deadline is not None:
             self.schedule_connect_deadline()
 
@@ -271,12 +280,10 @@ class Opening:
         except OSError as exc:
             self._errors.append(_with_target(exc, format_sockaddr(sockaddr)))
             return None
+        # The socket is this thread's alone until it is in _attempts: close() in
+        # another thread closes what is there, and must not close a descriptor
+        # under a connect() or getsockopt() in progress here.
         attempt = Attempt(self, sock, sockaddr)
-        with self._lock:
-            if self.state is not State.CONNECTING:
-                sock.close()
-                return None
-            self._attempts += (attempt,)
         if not _SOCK_NONBLOCK:
             sock.setblocking(False)
         if _log.isEnabledFor(logging.DEBUG):
@@ -298,11 +305,14 @@ class Opening:
                 code = 0
             except OSError:  # ENOTCONN: still connecting, or failed.
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or code
-        if code in _IN_PROGRESS:
-            return attempt, None
-        if code != 0:
+        if code not in _IN_PROGRESS and code != 0:
             self._attempt_failed(attempt, OSError(code, os.strerror(code)))
             return None
+        with self._lock:
+            if self.state is not State.CONNECTING:
+                sock.close()  # close() or the deadline came first: nobody else knows it.
+                return None
+            self._attempts += (attempt,)
         return attempt, peer
 
     def _hand_to_loop(self, attempt: Attempt, in_loop: bool) -> None:
@@ -523,14 +533,12 @@ def _with_target(exc: OSError, target: str) -> OSError:
     return exc
 
 
-def dns_executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _dns_pool
+def dns_workers() -> Workers:
+    global _dns_workers
     with _dns_lock:
-        if _dns_pool is None:
-            _dns_pool = concurrent.futures.ThreadPoolExecutor(
-                _DNS_WORKERS, thread_name_prefix="pysock-dns"
-            )
-        return _dns_pool
+        if _dns_workers is None:
+            _dns_workers = Workers("pysock-dns", _DNS_IDLE_SECONDS)
+        return _dns_workers
 
 
 def _start_connect(sock: socket.socket, sockaddr: Sockaddr) -> int:
@@ -576,27 +584,67 @@ def _call_if_alive(ref: weakref.ref[Any], method: str) -> None:
         getattr(connection, method)()
 
 
-def _resolve(ref: weakref.ref[Any], host: str, port: int) -> None:
-    """DNS worker: resolve, then hand the addresses back (the socket may be gone)."""
-    addresses = _lookup(ref, host, port)
-    connection = ref()
-    if connection is not None and addresses is not None:
-        connection._on_resolved(addresses)
+def resolve(ref: weakref.ref[Any], host: str, port: int) -> None:
+    """Look `host` up in a DNS thread, then call ``_on_resolved`` or ``_on_resolve_failed``.
+
+    Joins a lookup of the same name and port already in progress, if any.
+    """
+    key = (host, port)
+    with _dns_lock:
+        waiting = _waiting.get(key)
+        if waiting is not None:
+            waiting.append(ref)
+            return
+        _waiting[key] = [ref]
+    try:
+        dns_workers().submit(_resolve_for_waiting, host, port)
+    except BaseException:
+        with _dns_lock:
+            del _waiting[key]
+        raise
+
+
+def _resolve_for_waiting(host: str, port: int) -> None:
+    """DNS thread: one lookup, its answer handed to every socket waiting for it."""
+    error: Optional[OSError] = None
+    addresses: list[tuple[int, Sockaddr]] = []
+    try:
+        addresses = _stream_addresses(host, port)
+    except OSError as exc:
+        error = exc
+    with _dns_lock:
+        waiting = _waiting.pop((host, port), [])
+    for ref in waiting:
+        connection = ref()
+        if connection is None:
+            continue  # Garbage collected while it waited.
+        try:
+            if error is not None:
+                connection._on_resolve_failed(error, host)
+            else:
+                connection._on_resolved(list(addresses))
+        except Exception as exc:  # A pysock bug: the other sockets still get their answer.
+            _loop.report_bug(exc, connection, "a pysock-dns thread")
+        del connection
+
+
+def _stream_addresses(host: str, port: int) -> list[tuple[int, Sockaddr]]:
+    """``getaddrinfo()`` for a stream socket: (family, sockaddr) pairs; raises `OSError`."""
+    return [
+        (info[0], info[4])  # type: ignore[misc]  # SOCK_STREAM + AF_INET/6: (host, port, ...)
+        for info in getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    ]
 
 
 def _lookup(ref: weakref.ref[Any], host: str, port: int) -> Optional[list[tuple[int, Sockaddr]]]:
-    """``getaddrinfo()`` for a stream socket; None (the opening failed) on an error."""
+    """`_stream_addresses`, or None (the opening failed) on an error."""
     try:
-        infos = getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return _stream_addresses(host, port)
     except OSError as exc:
         connection = ref()
         if connection is not None:
             connection._on_resolve_failed(exc, host)
         return None
-    return [
-        (info[0], info[4])  # type: ignore[misc]  # SOCK_STREAM + AF_INET/6: (host, port, ...)
-        for info in infos
-    ]
 
 
 def _plan_proxy(ref: weakref.ref[Any], proxy: ProxyConfig) -> None:
@@ -664,7 +712,8 @@ def _refuse_unchecked(ref: weakref.ref[Any], proxy: ProxyConfig) -> None:
 
 
 def reset_dns_after_fork() -> None:
-    """In a forked child: the parent's DNS workers do not exist here."""
-    global _dns_pool, _dns_lock
-    _dns_pool = None
+    """In a forked child: the parent's DNS threads and their lookups do not exist here."""
+    global _dns_workers, _dns_lock
+    _dns_workers = None
     _dns_lock = threading.Lock()
+    _waiting.clear()
