@@ -265,6 +265,11 @@ def check_tls_options(
     """Validate the TLS keys shared by `connect()` and `Socket.start_tls()`."""
     if context is not None and not isinstance(context, ssl.SSLContext):
         raise TypeError(f"tls_context must be an ssl.SSLContext, not {type(context).__name__}")
+    if context is not None and context.protocol == ssl.PROTOCOL_TLS_SERVER:
+        raise ValueError(
+            "tls_context is a server context (PROTOCOL_TLS_SERVER); a client needs "
+            "ssl.create_default_context() or ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)"
+        )
     if hostname is not None:
         check_name(hostname, "expected_server_hostname")
     if alpn is None:

@@ -14,7 +14,7 @@ from ._connection import Connection
 from ._info import SocketInfo, TLSInfo
 from ._options import SocketOptions, check_tls_options, merge_options
 from ._starttls import start_tls
-from ._state import State
+from ._state import TERMINAL, State
 from ._streams import SocketReader, SocketWriter
 from ._tls import TlsConnection
 from .errors import SocketClosedError, StartTlsError
@@ -138,7 +138,6 @@ class Socket:
 
     def start_tls(
         self,
-        *,
         expected_server_hostname: Optional[str] = None,
         tls_context: Optional[ssl.SSLContext] = None,
         alpn_protocols: Optional[Sequence[str]] = None,
@@ -172,7 +171,16 @@ class Socket:
             tls_context, expected_server_hostname, alpn_protocols
         )
         unread = self.readable._has_unread()
-        new = start_tls(connection, unread, context, hostname, alpn)
+        was_open = connection.state is State.OPEN
+        try:
+            new = start_tls(connection, unread, context, hostname, alpn)
+        except StartTlsError:
+            if was_open and connection.state in TERMINAL:
+                # Refused for injected plaintext, and closed: as after close(),
+                # nothing may be read, the injected bytes least of all.
+                self.readable._detach_buffer()
+                self.writable._detach_stream()
+            raise
         self._upgraded = True
         self.readable._detach_buffer()
         self.writable._detach_stream()

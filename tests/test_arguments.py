@@ -95,6 +95,13 @@ def test_alpn_with_own_context_is_a_value_error() -> None:
     assert context.get_ca_certs() == context.get_ca_certs()  # untouched and still usable
 
 
+@pytest.mark.parametrize("secure_transport", ["on", "starttls"])
+def test_a_server_context_is_a_value_error(secure_transport: str) -> None:
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with pytest.raises(ValueError, match="server context"):
+        connect("localhost:80", secure_transport=secure_transport, tls_context=server_side)
+
+
 def test_argument_errors_open_nothing(echo_server: Server) -> None:
     # The leak fixture checks no descriptor or thread was created; also no connection:
     with pytest.raises(ValueError):

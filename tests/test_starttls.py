@@ -171,7 +171,20 @@ def test_start_tls_bad_options_are_argument_errors(serve: Callable[..., Server])
             sock.start_tls(tls_context="ctx")  # type: ignore[arg-type]
         with pytest.raises(ValueError):
             sock.start_tls(tls_context=ssl.create_default_context(), alpn_protocols=["h2"])
+        with pytest.raises(ValueError, match="server context"):
+            sock.start_tls(tls_context=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
         assert not sock.upgraded
+
+
+def test_start_tls_takes_its_options_by_position(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    server = serve(starttls_server(server_ctx))
+    sock = connect(server.address, secure_transport="starttls")
+    negotiate(sock)
+    with sock.start_tls("localhost", client_ctx) as tls:  # As SPEC section 4 lists them.
+        assert tls.opened.result(TIMEOUT).remote_address == server.address
+    sock.close()
 
 
 def test_injection_in_the_same_packet_is_refused(
@@ -183,6 +196,13 @@ def test_injection_in_the_same_packet_is_refused(
     with pytest.raises(StartTlsError, match="CVE-2011-0411"):
         sock.start_tls()
     assert sock.closed.done() and not sock.upgraded
+    # Closed as by close(): the injected line is not handed out, by any read method.
+    with pytest.raises(SocketClosedError):
+        sock.readable.readline()
+    with pytest.raises(SocketClosedError):
+        sock.readable.read()
+    with pytest.raises(SocketClosedError):
+        sock.writable.write(b"QUIT\r\n")
     server.stop()  # the handler asserts that no ClientHello arrived
 
 
