@@ -374,6 +374,11 @@ class TlsConnection(Connection):
                 self._incoming.write(data)
         with self._ssl_lock:
             if at_fin:
+                # Every whole record first: a close_notify must be seen before the
+                # EOF is written (see `_end_of_records`).
+                ended = self._decrypt_rest()
+                if ended is not False:
+                    return ended, error
                 self._incoming.write_eof()
             return self._decrypt_rest(), error
 
@@ -393,17 +398,33 @@ class TlsConnection(Connection):
             except ssl.SSLWantReadError:
                 return False
             except ssl.SSLZeroReturnError:
-                self._tls_eof = True
-                return True
+                return self._end_of_records() or True
             except ssl.SSLError as exc:
                 self._tls_failure = exc
                 return exc
             finally:
                 self._queue_outgoing()
             if not chunk:  # The ssl module reports a received close_notify as b"".
-                self._tls_eof = True
-                return True
+                return self._end_of_records() or True
             self._plain += chunk
+
+    def _end_of_records(self) -> Optional[ssl.SSLError]:
+        """The SSL object says the stream ended: a close_notify, or a TCP EOF passed off as one.
+
+        With ``OP_IGNORE_UNEXPECTED_EOF`` on the context (a user's context can
+        have it; Python 3.9's ``create_default_context()`` sets it), OpenSSL
+        reports a TCP EOF without close_notify as the end of the stream. pysock
+        writes the EOF into the SSL object only after every whole record was
+        read, so an end reported once the EOF is in (``_incoming.eof``) cannot be
+        a close_notify: it is the truncation, returned as the error it is.
+        Caller holds ``_ssl_lock``.
+        """
+        if self._incoming.eof:
+            failure = ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol")
+            self._tls_failure = failure
+            return failure
+        self._tls_eof = True
+        return None
 
     def _ragged_message(self, exc: BaseException) -> str:
         # Python 3.9 reports the same event as a plain SSLError with this reason.
@@ -469,19 +490,20 @@ class TlsConnection(Connection):
                 raise self._tls_failure
             try:
                 nbytes: int = self._sslobj.read(len(buffer), buffer)  # type: ignore[assignment]
-                if nbytes == 0:  # The ssl module reports a received close_notify as 0.
-                    self._tls_eof = True
-                return nbytes
             except ssl.SSLWantReadError:
                 return None
             except ssl.SSLZeroReturnError:
-                self._tls_eof = True
-                return 0
+                nbytes = 0
             except ssl.SSLError as exc:
                 self._tls_failure = exc
                 raise
             finally:
                 self._queue_outgoing()
+            if nbytes == 0:  # The ssl module reports a received close_notify as 0.
+                failure = self._end_of_records()
+                if failure is not None:
+                    raise failure
+            return nbytes
 
     def _receive_ciphertext(self, deadline: ReadDeadline) -> None:
         view = self._cipher_buffer

@@ -201,8 +201,24 @@ def test_alpn_protocols_option_configures_the_default_context(
     server.stop()
 
 
+IGNORE_UNEXPECTED_EOF = getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0x80)
+
+
+@pytest.fixture(params=[False, True], ids=["plain-context", "ignore-unexpected-eof"])
+def eof_ctx(request: pytest.FixtureRequest, client_ctx: ssl.SSLContext) -> ssl.SSLContext:
+    """The client context, and the same with OP_IGNORE_UNEXPECTED_EOF (Python 3.9's
+    default): pysock tells a truncation from a close_notify either way."""
+    if request.param:
+        if ssl.OPENSSL_VERSION_INFO < (3,):
+            pytest.skip("OP_IGNORE_UNEXPECTED_EOF exists from OpenSSL 3 on")
+        client_ctx.options |= IGNORE_UNEXPECTED_EOF
+    else:
+        client_ctx.options &= ~IGNORE_UNEXPECTED_EOF
+    return client_ctx
+
+
 def test_ragged_eof_is_a_broken_socket(
-    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, eof_ctx: ssl.SSLContext
 ) -> None:
     def ragged(conn: socket.socket) -> None:
         tls = wrap(conn, server_ctx)
@@ -211,7 +227,7 @@ def test_ragged_eof_is_a_broken_socket(
         tls.close()
 
     server = serve(ragged)
-    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+    with connect(server.address, secure_transport="on", tls_context=eof_ctx) as sock:
         error = sock.closed.exception(TIMEOUT)  # noticed on the idle socket
         assert isinstance(error, BrokenSocketError) and "close_notify" in str(error)
         with pytest.raises(BrokenSocketError):
@@ -219,7 +235,7 @@ def test_ragged_eof_is_a_broken_socket(
 
 
 def test_ragged_eof_while_reading(
-    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, eof_ctx: ssl.SSLContext
 ) -> None:
     go = threading.Event()
 
@@ -230,7 +246,7 @@ def test_ragged_eof_while_reading(
         tls.close()
 
     server = serve(ragged)
-    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+    with connect(server.address, secure_transport="on", tls_context=eof_ctx) as sock:
         sock.opened.result(TIMEOUT)
         threading.Timer(0.1, go.set).start()
         with pytest.raises(BrokenSocketError, match="close_notify"):
@@ -238,7 +254,7 @@ def test_ragged_eof_while_reading(
 
 
 def test_clean_close_notify_is_eof(
-    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, eof_ctx: ssl.SSLContext
 ) -> None:
     def goodbye(conn: socket.socket) -> None:
         tls = wrap(conn, server_ctx)
@@ -246,7 +262,7 @@ def test_clean_close_notify_is_eof(
         close_cleanly(tls)
 
     server = serve(goodbye)
-    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+    with connect(server.address, secure_transport="on", tls_context=eof_ctx) as sock:
         assert sock.closed.result(TIMEOUT) is None  # idle: the loop decrypted the end
         assert sock.readable.read() == b"goodbye"
         assert sock.readable.read() == b""
