@@ -171,6 +171,8 @@ class Socket:
             tls_context, expected_server_hostname, alpn_protocols
         )
         unread = self.readable._has_unread()
+        if unread is None:
+            raise StartTlsError("start_tls(): another thread is reading this socket")
         was_open = connection.state is State.OPEN
         try:
             new = start_tls(connection, unread, context, hostname, alpn)

@@ -7,8 +7,14 @@ The reader's buffering is `io.BufferedReader`'s own C code over a tiny raw
 object whose ``readinto`` is `Connection.recv_into`. Created on the first
 read (an idle socket owns no read buffer), it then serves ``read``,
 ``readline``, ``readinto``, iteration... at C speed: with ``timeout=None``
-those names are bound on the instance straight to the C methods, so a
-``readline()`` costs no Python frame at all while the buffer has a line.
+(``_fast``) ``readline``, ``readinto`` and ``readinto1`` are one C call each.
+
+Every call holds ``_lock``, also around a single C call. `io.BufferedReader`
+is not safe for concurrent readers: its C methods look at the buffer before
+taking their own lock and, once they have it, some drop what is buffered
+(``read1``, ``readinto`` and ``readline`` reset the buffer before reading
+the raw stream), so two threads in it at once lose or reorder bytes. SPEC:
+concurrent reads are serialized, never interleaved within one call.
 
 The C methods have one flaw for a socket: a call that needs several raw reads
 (``readline`` of a long line, ``read(n)``) drops what it gathered if a raw
@@ -19,7 +25,7 @@ Python code below, which only uses the two C calls that never lose data
 error) and, if the call is interrupted, keeps what it gathered in ``_stash``,
 served first by the next call. ``readuntil`` runs that code always (it needs
 the stash for its limit rule), and while a stash is non-empty the C fast path
-is unbound, so the order of bytes never changes.
+is off, so the order of bytes never changes.
 """
 
 from __future__ import annotations
@@ -45,11 +51,6 @@ _T = TypeVar("_T")
 # memcpy speed, small enough to be cheap for each of thousands of busy sockets.
 READ_BUFFER_SIZE: Final = 64 * 1024
 DEFAULT_READUNTIL_LIMIT: Final = 64 * 1024  # asyncio's StreamReader default.
-# With timeout=None these are io.BufferedReader's own C methods, bound on the reader.
-# read() and read1() stay pysock's: C would allocate a result as large as the size
-# asked for (read(2**62) is a MemoryError there), and their cost is per call, not per
-# byte, so bulk reads do not feel it.
-_FAST_METHODS: Final = ("readinto", "readinto1", "readline", "peek")
 # The most one read1() call asks the socket for: a size as large as a disk (2**62)
 # means "what is there", not an allocation.
 _MAX_READ_CHUNK: Final = 1024 * 1024
@@ -92,6 +93,11 @@ class SocketReader(io.BufferedIOBase):
         self._stash = b""
         self._lock = threading.Lock()
         self._is_closed = False
+        # True while one C call serves readline/readinto/readinto1: timeout=None,
+        # a buffer, no stash, not closed. read() and read1() stay pysock's code: C
+        # would allocate a result as large as the size asked for (read(2**62) is
+        # a MemoryError there), and their cost is per call, not per byte.
+        self._fast = False
         connection.reader_ref = weakref.ref(self)
 
     # -- the buffer and the fast path ------------------------------------------------
@@ -109,14 +115,15 @@ class SocketReader(io.BufferedIOBase):
         return buffer
 
     def _maybe_bind(self) -> None:
-        if self._connection.options.timeout is None and not self._stash and not self._is_closed:
-            buffer = self._buffer
-            for name in _FAST_METHODS:
-                setattr(self, name, getattr(buffer, name))
+        self._fast = (
+            self._connection.options.timeout is None
+            and not self._stash
+            and not self._is_closed
+            and self._buffer is not None
+        )
 
     def _unbind(self) -> None:
-        for name in _FAST_METHODS:
-            self.__dict__.pop(name, None)
+        self._fast = False
 
     def _begin(self) -> io.BufferedReader:
         buffer = self._buffered()
@@ -149,9 +156,9 @@ class SocketReader(io.BufferedIOBase):
     def closed(self) -> bool:
         return self._is_closed
 
-    def read(self, size: Optional[int] = -1, /) -> bytes:
-        """Read up to `size` bytes, or to EOF when `size` is -1 or None."""
-        size = _check_size(size)
+    def read(self, n: Optional[int] = -1) -> bytes:
+        """Read up to `n` bytes, or to EOF when `n` is -1 or None."""
+        size = _check_size(n)
         with self._lock:
             buffer = self._begin()
             chunks = [self._take_stash()]
@@ -172,9 +179,9 @@ class SocketReader(io.BufferedIOBase):
                 chunks = [b"".join(chunks)[:size]]
             return self._done(b"".join(chunks))
 
-    def read1(self, size: int = -1, /) -> bytes:
-        """Read up to `size` bytes with at most one call to the socket."""
-        size = _check_size(size)
+    def read1(self, n: int = -1) -> bytes:
+        """Read up to `n` bytes with at most one call to the socket."""
+        size = _check_size(n)
         with self._lock:
             buffer = self._begin()
             if self._stash:
@@ -185,12 +192,18 @@ class SocketReader(io.BufferedIOBase):
                 return self._done(data)
             return self._done(buffer.read1(min(size, _MAX_READ_CHUNK)))
 
-    def readinto(self, b: Any, /) -> int:
+    def readinto(self, b: Any) -> int:
         """Fill `b` as far as the data goes before EOF; return the count."""
+        with self._lock:
+            if self._fast:
+                return self._buffer.readinto(b)  # type: ignore[union-attr]
         return _copy_into(b, self.read)
 
     def readinto1(self, b: Any, /) -> int:
         """Like `readinto`, with at most one call to the socket."""
+        with self._lock:
+            if self._fast:
+                return self._buffer.readinto1(b)  # type: ignore[union-attr]
         return _copy_into(b, self.read1)
 
     def peek(self, size: int = 0, /) -> bytes:
@@ -203,12 +216,12 @@ class SocketReader(io.BufferedIOBase):
                 return self._stash
             return self._done(buffer.peek(size))
 
-    def readline(self, size: Optional[int] = -1, /) -> bytes:
-        """Read one line, including its ``\\n``; at most `size` bytes if `size` >= 0."""
-        fast = self.__dict__.get("readline")
-        if fast is not None:  # A caller that looked the method up before the first read.
-            return fast(size)  # type: ignore[no-any-return]
-        size = _check_size(size)
+    def readline(self, limit: Optional[int] = -1) -> bytes:
+        """Read one line, including its ``\\n``; at most `limit` bytes if `limit` >= 0."""
+        with self._lock:
+            if self._fast:
+                return self._buffer.readline(limit)  # type: ignore[union-attr]
+        size = _check_size(limit)
         return self._read_through(b"\n", size, None)
 
     def readexactly(self, n: int) -> bytes:
@@ -299,9 +312,14 @@ class SocketReader(io.BufferedIOBase):
         else:
             self._connection.close_read()
 
-    def _has_unread(self) -> bool:
-        """True if bytes received from the socket wait in this reader (no I/O)."""
-        with self._lock:
+    def _has_unread(self) -> Optional[bool]:
+        """True if bytes received from the socket wait in this reader (no I/O).
+
+        None if another thread is reading: the answer would not stay true.
+        """
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
             if self._stash:
                 return True
             if self._buffer is None or self._raw is None:
@@ -315,6 +333,8 @@ class SocketReader(io.BufferedIOBase):
                 raw.nowait = False
                 if bound is not None:
                     raw.readinto = bound  # type: ignore[method-assign]
+        finally:
+            self._lock.release()
 
     def _reset_lock_after_fork(self) -> None:
         """In a forked child: a parent thread may have held the lock; it never returns."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -96,7 +96,7 @@ def test_alpn_with_own_context_is_a_value_error() -> None:
 
 
 @pytest.mark.parametrize("secure_transport", ["on", "starttls"])
-def test_a_server_context_is_a_value_error(secure_transport: str) -> None:
+def test_a_server_context_is_a_value_error(secure_transport: Literal["on", "starttls"]) -> None:
     server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with pytest.raises(ValueError, match="server context"):
         connect("localhost:80", secure_transport=secure_transport, tls_context=server_side)

@@ -7,7 +7,8 @@ import hashlib
 import os
 import socket
 import threading
-from typing import Callable
+import time
+from typing import Callable, Optional
 
 import pytest
 
@@ -197,6 +198,96 @@ def test_concurrent_reads_are_never_interleaved(serve: Callable[..., Server]) ->
         for thread in threads:
             thread.join(TIMEOUT)
     assert sorted(got) == sorted(blocks)
+
+
+RECORD = 4000  # 3999 copies of one letter, then b"\n": a line and a fixed-size record.
+
+
+def trickle_records(count: int) -> Callable[[socket.socket], None]:
+    """Send `count` records in 700-byte pieces, so each needs several receives."""
+    data = b"".join(bytes([65 + i % 26]) * (RECORD - 1) + b"\n" for i in range(count))
+
+    def handler(conn: socket.socket) -> None:
+        for start in range(0, len(data), 700):
+            conn.sendall(data[start : start + 700])
+            time.sleep(0.001)
+        conn.shutdown(socket.SHUT_WR)
+        recv_all(conn)
+
+    return handler
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0], ids=["no-timeout", "timeout"])
+@pytest.mark.parametrize("second", ["readline", "readinto", "iteration", "readuntil"])
+def test_mixed_concurrent_reads_each_get_whole_records(
+    serve: Callable[..., Server], timeout: Optional[float], second: str
+) -> None:
+    # readexactly() in one thread, another method in a second one: each call must
+    # get whole records, whatever the two interleave (io.BufferedReader's C
+    # methods alone lose and reorder bytes here).
+    server = serve(trickle_records(40))
+    got: list[bytes] = []
+    with connect(server.address, timeout=timeout) as sock:
+
+        def exact() -> None:
+            try:
+                while True:
+                    got.append(sock.readable.readexactly(RECORD))
+            except IncompleteReadError as exc:
+                assert exc.partial == b""
+
+        def other() -> None:
+            readable = sock.readable
+            if second == "readline":
+                while line := readable.readline():
+                    got.append(line)
+            elif second == "iteration":
+                got.extend(readable)
+            elif second == "readuntil":
+                try:
+                    while True:
+                        got.append(readable.readuntil(b"\n"))
+                except IncompleteReadError as exc:
+                    assert exc.partial == b""
+            else:
+                buffer = bytearray(RECORD)
+                while count := readable.readinto(buffer):
+                    got.append(bytes(buffer[:count]))
+
+        threads = [threading.Thread(target=exact), threading.Thread(target=other)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+    torn = [len(r) for r in got if len(r) != RECORD or r[:-1] != r[:1] * (RECORD - 1)]
+    assert torn == [] and len(got) == 40
+
+
+def test_a_method_kept_from_before_close_raises(serve: Callable[..., Server]) -> None:
+    server = serve(lines_then_eof(b"one\ntwo\nthree\n"))
+    with connect(server.address) as sock:
+        readline, readinto = sock.readable.readline, sock.readable.readinto
+        assert readline() == b"one\n"  # The buffer holds the other lines now.
+        sock.readable.close()
+        with pytest.raises(SocketClosedError):
+            readline()
+        with pytest.raises(SocketClosedError):
+            readinto(bytearray(10))
+
+
+def test_sizes_by_their_spec_names(serve: Callable[..., Server]) -> None:
+    server = serve(lines_then_eof(b"abcdef\nghijkl\nmnop"))
+    with connect(server.address, timeout=TIMEOUT) as sock:
+        readable = sock.readable
+        assert readable.read(n=2) == b"ab"
+        assert readable.readline(limit=2) == b"cd"
+        first = readable.read1(n=3)  # What one receive brought: all of it, on loopback.
+        assert first and b"ef\n".startswith(first)
+        assert first + readable.read(3 - len(first)) == b"ef\n"
+        buffer = bytearray(3)
+        assert readable.readinto(b=buffer) == 3 and buffer == b"ghi"
+        assert readable.readline(-1) == b"jkl\n"
+        assert readable.read(None) == b"mnop"
 
 
 def test_concurrent_writes_are_never_interleaved(serve: Callable[..., Server]) -> None:

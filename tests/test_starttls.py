@@ -6,6 +6,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from typing import Callable
 
 import pytest
@@ -174,6 +175,32 @@ def test_start_tls_bad_options_are_argument_errors(serve: Callable[..., Server])
         with pytest.raises(ValueError, match="server context"):
             sock.start_tls(tls_context=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
         assert not sock.upgraded
+
+
+def test_start_tls_while_another_thread_reads(serve: Callable[..., Server]) -> None:
+    server = serve(lambda conn: recv_all(conn))  # Sends nothing: the reader stays blocked.
+    sock = connect(server.address, secure_transport="starttls")
+    sock.opened.result(TIMEOUT)
+    outcome: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            sock.readable.readline()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    deadline = time.monotonic() + TIMEOUT
+    while not sock.readable._lock.locked():  # The reader is inside its call.
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    with pytest.raises(StartTlsError, match="another thread is reading"):
+        sock.start_tls()  # At once, rather than after the read returns.
+    assert not sock.upgraded
+    sock.close()
+    thread.join(TIMEOUT)
+    assert isinstance(outcome[0], SocketClosedError)
 
 
 def test_start_tls_takes_its_options_by_position(
