@@ -234,7 +234,16 @@ def check_name(host: Any, what: str) -> str:
     bad = next((c for c in host if c in _FORBIDDEN_CHARACTERS or not c.isprintable()), None)
     if bad is not None:
         raise ValueError(f"{what} {host!r} holds a forbidden character {bad!r}")
-    if ":" not in host and _ip_family(host) is None:
+    if ":" in host:  # Only an IPv6 literal holds one, with a zone ("fe80::1%eth0") or not.
+        address, percent, zone = host.partition("%")
+        if host.startswith("[") and host.endswith("]"):
+            raise ValueError(f"{what} {host!r}: give an IPv6 literal without brackets here")
+        if _ip_family(address) != socket.AF_INET6 or (percent and not zone):
+            raise ValueError(
+                f"{what} {host!r} holds ':' but is not an IPv6 address "
+                "(a name cannot hold one; give the port apart)"
+            )
+    elif _ip_family(host) is None:
         _check_labels(host, what)
     return host
 

@@ -31,6 +31,7 @@ would (TLS, if asked, is negotiated with the destination through the tunnel).
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401  (see _stream_addresses)
 import errno
 import logging
 import os
@@ -629,10 +630,22 @@ def _resolve_for_waiting(host: str, port: int) -> None:
 
 
 def _stream_addresses(host: str, port: int) -> list[tuple[int, Sockaddr]]:
-    """``getaddrinfo()`` for a stream socket: (family, sockaddr) pairs; raises `OSError`."""
+    """``getaddrinfo()`` for a stream socket: (family, sockaddr) pairs; raises `OSError`.
+
+    ``getaddrinfo()`` encodes a str name with the "idna" codec, which Python
+    imports on first use: this module imports it, so that a DNS thread (a
+    daemon) never holds the import lock when the interpreter's exit stops it,
+    which would hang the exit. A name the codec refuses is an `OSError` too.
+    """
+    try:
+        infos = getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        raise
+    except Exception as exc:  # UnicodeError from the codec, or a resolver's bug.
+        raise OSError(errno.EINVAL, f"the name cannot be looked up: {exc}") from exc
     return [
         (info[0], info[4])  # type: ignore[misc]  # SOCK_STREAM + AF_INET/6: (host, port, ...)
-        for info in getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        for info in infos
     ]
 
 

@@ -112,6 +112,21 @@ def test_failed_lookup_is_shared_by_the_waiting_sockets(sockets: list[Socket]) -
     assert all(isinstance(error.__cause__, socket.gaierror) for error in errors if error)
 
 
+def test_a_resolver_that_raises_something_else_fails_the_opening(
+    monkeypatch: pytest.MonkeyPatch, sockets: list[Socket]
+) -> None:
+    def refuse(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        raise UnicodeError("label too long")  # What the idna codec raises.
+
+    monkeypatch.setattr(_opening, "getaddrinfo", refuse)
+    sock = connect("example.test:80", timeout=TIMEOUT)
+    sockets.append(sock)
+    error = sock.opened.exception(TIMEOUT)  # Not pending forever.
+    assert isinstance(error, ConnectionError) and "label too long" in str(error)
+    assert isinstance(error.__cause__, OSError)
+    assert isinstance(error.__cause__.__cause__, UnicodeError)
+
+
 # -- Workers -------------------------------------------------------------------------
 
 
