@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final, Optional
 
 from ._state import State
-from .errors import SocketClosedError, SocketTimeout
+from .errors import PysockError, SocketClosedError, SocketTimeout
 
 if TYPE_CHECKING:
     from ._address import Endpoint
@@ -82,10 +82,11 @@ class StreamIO:
             if nbytes == 0:
                 return self._on_recv_eof(buffer)
             return nbytes
-        except SocketTimeout:
-            raise  # The data stays in the kernel: the socket remains usable.
+        except PysockError:
+            raise  # Ours already (a timeout leaves the data in the kernel: still usable).
         except OSError as exc:
-            raise self._read_failure(exc) from exc
+            failure = self._read_failure(exc)
+            raise failure from cause_of(failure, exc)
         finally:
             self._reading = False
             if self._release_pending:
@@ -158,7 +159,7 @@ class StreamIO:
                 failure = self._write_failure(exc)
                 if failure is exc:
                     raise
-                raise failure from exc
+                raise failure from cause_of(failure, exc)
         finally:
             self._writing = False
             if self._release_pending:
@@ -258,3 +259,13 @@ def _wait(poller: Any, deadline: ReadDeadline, what: str, timeout: Optional[floa
     ready = remaining > 0 and poller.poll(math.ceil(remaining * 1000))
     if not ready and time.monotonic() >= deadline:
         raise SocketTimeout(f"{what} timed out after {timeout}s")
+
+
+def cause_of(failure: BaseException, exc: BaseException) -> BaseException:
+    """The cause to raise `failure` from: its own if it has one, else `exc`.
+
+    A stored error (the opening's `ConnectError`, a `BrokenSocketError` the
+    selector thread found) is raised again by every later call: its cause stays
+    the OS error that made it, never the error of a later call, nor itself.
+    """
+    return failure.__cause__ if failure.__cause__ is not None else exc

@@ -56,6 +56,7 @@ from ._connection import Connection, ReadDeadline, hung_up
 from ._info import SocketInfo, TLSInfo, format_sockaddr
 from ._opening import tune
 from ._options import Options
+from ._rawio import cause_of
 from ._state import Event, State
 from .errors import BrokenSocketError, PysockError, SocketClosedError, TLSError
 
@@ -458,11 +459,13 @@ class TlsConnection(Connection):
                         self._flush_nowait()
                     self._receive_ciphertext(deadline)
         except ssl.SSLError as exc:
-            raise self._broken_by(exc, self._ragged_message(exc)) from exc
+            broken = self._broken_by(exc, self._ragged_message(exc))
+            raise broken from cause_of(broken, exc)
         except (PysockError, TimeoutError):
             raise
         except OSError as exc:
-            raise self._read_failure(exc) from exc
+            failure = self._read_failure(exc)
+            raise failure from cause_of(failure, exc)
         finally:
             self._reading = False
             if self._release_pending:

@@ -322,6 +322,7 @@ def test_peer_reset_breaks_reads(serve: Callable[..., Server]) -> None:
             sock.readable.read(1)
         with pytest.raises(BrokenSocketError):
             sock.writable.write(b"more")
+        assert isinstance(error.__cause__, ConnectionResetError)  # Not itself.
 
 
 def test_readable_close_stops_reading_but_not_writing(serve: Callable[..., Server]) -> None:
