@@ -459,6 +459,10 @@ class Connection(Opening, StreamIO):
     def close(self) -> None:
         """Close both directions now; wake blocked callers; idempotent."""
         if self._inherited:
+            # The child's view only: ``closed`` is done, as after any close(); the
+            # descriptor (the child's copy, closed at the fork) and the peer are
+            # the parent's and untouched.
+            self._transition(Event.CLOSE)
             return
         self._transition(Event.CLOSE)
         with self._lock:

@@ -160,6 +160,8 @@ class Socket:
             TypeError, ValueError: a bad TLS option (nothing changed).
         """
         connection = self._connection
+        if connection._inherited:
+            raise SocketClosedError(f"{self!r} was inherited from the parent process")
         if connection.options.secure_transport != "starttls":
             raise StartTlsError(
                 "start_tls() needs a socket opened with secure_transport='starttls'; "

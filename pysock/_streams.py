@@ -424,6 +424,8 @@ class SocketWriter(io.BufferedIOBase):
         """Nothing is buffered: every `write()` already reached the kernel."""
         if self._is_closed:
             raise SocketClosedError("the writable side is closed")
+        if self._connection._inherited:
+            raise SocketClosedError("this socket was inherited from the parent process")
 
     def close(self) -> None:
         """Half-close: the peer sees EOF, reading goes on; later writes raise."""

@@ -217,7 +217,15 @@ def _child(inherited: Any, address: str) -> int:
             return 4
     if len(selector_threads()) != 1:
         return 5
+    for call in (inherited.writable.flush, inherited.start_tls):
+        try:
+            call()
+            return 7
+        except SocketClosedError:
+            pass
     inherited.close()
+    if inherited.closed.result(0) is not None:  # Done when close() returns, as anywhere.
+        return 8
     return 0
 
 
