@@ -238,7 +238,10 @@ class Opening:
             refusal = self.check_destination(sockaddr)
         except Exception as exc:  # The user's filter failed: nothing is opened.
             message = f"address_filter failed for {self.endpoint}: {exc!r}"
-            self._fail_open(ConnectError(message, errno.EACCES), exc)
+            # SPEC 5: the cause is an OSError; the filter's exception is its cause.
+            refusal = OSError(errno.EACCES, f"address_filter raised {exc!r}")
+            refusal.__cause__ = exc
+            self._fail_open(ConnectError(message, errno.EACCES), refusal)
             return None
         if refusal is None:
             return True
@@ -721,7 +724,8 @@ def _refuse_unchecked(ref: weakref.ref[Any], proxy: ProxyConfig) -> None:
         f"{connection.endpoint.host!r}, since the proxy ({proxy.scheme}://) resolves names; "
         "use a socks5:// proxy (pysock resolves and checks) or an IP literal"
     )
-    connection._fail_open(ConnectError(message, errno.EACCES))
+    refusal = OSError(errno.EACCES, "address_filter cannot check a name the proxy resolves")
+    connection._fail_open(ConnectError(message, errno.EACCES), refusal)
 
 
 def reset_dns_after_fork() -> None:

@@ -127,7 +127,9 @@ def test_a_failing_filter_fails_the_opening(echo_server: Server) -> None:
     with sock:
         error = sock.opened.exception(WAIT)
     assert isinstance(error, pysock.ConnectError)
-    assert isinstance(error.__cause__, RuntimeError)
+    # SPEC 5: the cause is an OSError; the filter's own exception is behind it.
+    assert isinstance(error.__cause__, OSError) and error.__cause__.errno == errno.EACCES
+    assert isinstance(error.__cause__.__cause__, RuntimeError)
     assert "policy service down" in str(error)
     assert echo_server.accepted == []
 

@@ -225,6 +225,7 @@ def test_a_remote_resolving_proxy_cannot_check_a_name(
     assert isinstance(error, pysock.ConnectError)
     assert error.errno == errno.EACCES
     assert "resolves names" in str(error)
+    assert isinstance(error.__cause__, OSError)  # SPEC section 5.
     assert echo_server.accepted == []
 
 
