@@ -258,7 +258,12 @@ class TlsConnection(Connection):
             reason = "the peer closed the connection during the handshake"
         else:
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-        self._fail_open(TLSError(f"TLS handshake with {self.endpoint} failed: {reason}"), exc)
+        cause = exc
+        if not isinstance(exc, ssl.SSLError):  # A reset or an EOF under the handshake.
+            # SPEC 5: a TLSError's cause is the ssl error; the OS error is behind it.
+            cause = ssl.SSLError(getattr(exc, "errno", None) or 0, f"TLS handshake: {reason}")
+            cause.__cause__ = exc
+        self._fail_open(TLSError(f"TLS handshake with {self.endpoint} failed: {reason}"), cause)
 
     def _handshake_done(self) -> None:
         sock = self.sock

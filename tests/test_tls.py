@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import ssl
+import struct
 import threading
 import time
 from typing import Callable
@@ -132,6 +133,23 @@ def test_the_default_context_verifies(
     server = serve(RecordingTlsServerSide(server_ctx))
     with connect(server.address, secure_transport="on") as sock:
         assert isinstance(sock.opened.exception(TIMEOUT), TLSError)
+
+
+@pytest.mark.parametrize("how", ["reset", "eof"])
+def test_a_handshake_cut_by_the_peer_is_a_tls_error_with_an_ssl_cause(
+    serve: Callable[..., Server], client_ctx: ssl.SSLContext, how: str
+) -> None:
+    def cut(conn: socket.socket) -> None:
+        conn.recv(4096)  # The ClientHello; then no answer but a reset or a FIN.
+        if how == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    server = serve(cut)
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        error = sock.opened.exception(TIMEOUT)
+    assert isinstance(error, TLSError)
+    assert isinstance(error.__cause__, ssl.SSLError)  # SPEC section 5.
 
 
 def test_wrong_hostname_is_a_tls_error(
