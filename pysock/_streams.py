@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Optional, Type
 
 from typing_extensions import Buffer
 
-from .errors import IncompleteReadError, SocketClosedError
+from .errors import IncompleteReadError, LimitOverrunError, SocketClosedError
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -272,7 +272,9 @@ class SocketReader(io.BufferedIOBase):
                     found - len(separator) > limit
                 ):
                     self._keep([bytes(gathered)])
-                    raise ValueError(f"separator not found within the limit of {limit} bytes")
+                    raise LimitOverrunError(
+                        f"separator not found within the limit of {limit} bytes", len(gathered)
+                    )
                 if found < 0:
                     raise IncompleteReadError(bytes(gathered), len(gathered) + len(separator))
             cut = found if found >= 0 else len(gathered)

@@ -16,6 +16,7 @@ __all__ = [
     "BrokenSocketError",
     "ConnectError",
     "IncompleteReadError",
+    "LimitOverrunError",
     "PysockError",
     "SocketClosedError",
     "SocketTimeout",
@@ -59,6 +60,13 @@ class ConnectError(PysockError, ConnectionError):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(
+        self,
+    ) -> tuple[type[ConnectError], tuple[str, Optional[int], tuple[BaseException, ...]]]:
+        # OSError's own would call ConnectError(errno, message): keep the fields
+        # through pickle (multiprocessing, a process pool's error).
+        return type(self), (self.message, self.errno, self.errors)
+
 
 class BrokenSocketError(PysockError, ConnectionError):
     """The peer or the network broke an open connection.
@@ -79,6 +87,21 @@ class StartTlsError(PysockError):
 
 class SocketTimeout(PysockError, TimeoutError):
     """A connect deadline or a read/write timeout passed."""
+
+
+class LimitOverrunError(PysockError, ValueError):
+    """`readuntil()` found no separator within its ``limit``; the bytes stay unread.
+
+    A `ValueError` too, as the limit rule of asyncio's ``readline()``.
+    `consumed` is the count of bytes that arrived without the separator.
+    """
+
+    def __init__(self, message: str, consumed: int) -> None:
+        super().__init__(message)
+        self.consumed = consumed
+
+    def __reduce__(self) -> tuple[type[LimitOverrunError], tuple[str, int]]:
+        return type(self), (str(self), self.consumed)
 
 
 class IncompleteReadError(PysockError, EOFError):

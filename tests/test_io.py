@@ -15,6 +15,8 @@ import pytest
 from pysock import (
     BrokenSocketError,
     IncompleteReadError,
+    LimitOverrunError,
+    PysockError,
     SocketClosedError,
     SocketReader,
     SocketWriter,
@@ -125,8 +127,11 @@ def test_readexactly_and_readuntil_at_eof(serve: Callable[..., Server], timeout:
 def test_readuntil_limit_leaves_the_data(serve: Callable[..., Server], timeout: float) -> None:
     server = serve(lines_then_eof(b"x" * 100 + b"\r\n" + b"tail"))
     with connect(server.address, timeout=timeout) as sock:
-        with pytest.raises(ValueError, match="limit of 50"):
+        with pytest.raises(LimitOverrunError, match="limit of 50") as info:
             sock.readable.readuntil(b"\r\n", limit=50)
+        # A data condition, so a PysockError (SPEC 5); a ValueError as asyncio's.
+        assert isinstance(info.value, PysockError) and isinstance(info.value, ValueError)
+        assert info.value.consumed >= 50
         assert sock.readable.readuntil(b"\r\n", limit=200) == b"x" * 100 + b"\r\n"
         assert sock.readable.read() == b"tail"
 

@@ -103,6 +103,35 @@ def test_refused_port(unused_port: int) -> None:
     sock.close()
 
 
+def test_errors_survive_pickle(unused_port: int) -> None:
+    # multiprocessing and process pools send errors between processes.
+    import pickle
+
+    sock = connect(("127.0.0.1", unused_port))
+    refused = sock.opened.exception(TIMEOUT)
+    sock.close()
+    assert isinstance(refused, ConnectError)
+    copy = pickle.loads(pickle.dumps(refused))
+    assert type(copy) is ConnectError
+    assert (copy.errno, str(copy), len(copy.errors)) == (
+        refused.errno,
+        str(refused),
+        len(refused.errors),
+    )
+    for error in (
+        pysock.LimitOverrunError("separator not found", 70000),
+        pysock.IncompleteReadError(b"par", 10),
+        pysock.SocketClosedError("the socket is closed"),
+        pysock.BrokenSocketError("broken"),
+        pysock.TLSError("handshake failed"),
+        pysock.StartTlsError("already upgraded"),
+        pysock.SocketTimeout("timed out"),
+    ):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+        assert vars(copy) == vars(error)
+
+
 def test_unresolvable_name() -> None:
     sock = connect("name-that-does-not-exist.invalid:80")
     error = sock.opened.exception(TIMEOUT)
