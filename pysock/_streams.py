@@ -195,15 +195,17 @@ class SocketReader(io.BufferedIOBase):
     def readinto(self, b: Any) -> int:
         """Fill `b` as far as the data goes before EOF; return the count."""
         with self._lock:
-            if self._fast:
-                return self._buffer.readinto(b)  # type: ignore[union-attr]
+            buffer = self._buffer  # Once: close() in another thread may drop it.
+            if self._fast and buffer is not None:
+                return buffer.readinto(b)
         return _copy_into(b, self.read)
 
     def readinto1(self, b: Any, /) -> int:
         """Like `readinto`, with at most one call to the socket."""
         with self._lock:
-            if self._fast:
-                return self._buffer.readinto1(b)  # type: ignore[union-attr]
+            buffer = self._buffer  # Once: close() in another thread may drop it.
+            if self._fast and buffer is not None:
+                return buffer.readinto1(b)
         return _copy_into(b, self.read1)
 
     def peek(self, size: int = 0, /) -> bytes:
@@ -219,8 +221,9 @@ class SocketReader(io.BufferedIOBase):
     def readline(self, limit: Optional[int] = -1) -> bytes:
         """Read one line, including its ``\\n``; at most `limit` bytes if `limit` >= 0."""
         with self._lock:
-            if self._fast:
-                return self._buffer.readline(limit)  # type: ignore[union-attr]
+            buffer = self._buffer  # Once: close() in another thread may drop it.
+            if self._fast and buffer is not None:
+                return buffer.readline(limit)
         size = _check_size(limit)
         return self._read_through(b"\n", size, None)
 
