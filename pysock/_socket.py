@@ -93,7 +93,7 @@ class Socket:
         writable: the `SocketWriter`.
     """
 
-    __slots__ = ("_connection", "_upgraded", "readable", "writable")
+    __slots__ = ("__weakref__", "_connection", "_upgraded", "readable", "writable")
 
     def __init__(self, connection: Connection) -> None:
         """Internal: use `connect()`."""

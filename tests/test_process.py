@@ -108,13 +108,14 @@ def test_the_loop_holds_no_strong_reference(echo_server: Server) -> None:
     sock.opened.result(TIMEOUT)
     sync_loop()
     ref = weakref.ref(sock._connection)
+    socket_ref = weakref.ref(sock)  # A Socket can be weakly referenced (caches, WeakSets).
     with warnings.catch_warnings():
         # Ignored, not recorded: a recorded warning keeps its `source` alive.
         warnings.simplefilter("ignore", ResourceWarning)
         del sock
         gc.collect()
     sync_loop()  # The finalizer queued the descriptor's release on the loop.
-    assert ref() is None
+    assert ref() is None and socket_ref() is None
 
 
 @pytest.fixture
