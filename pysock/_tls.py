@@ -42,6 +42,7 @@ them, and over TLS 1.3 (half-close) they are still the peer's data.
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
 import selectors
@@ -282,6 +283,11 @@ class TlsConnection(Connection):
             if self._blocking:
                 sock.setblocking(True)
         except OSError as exc:
+            if exc.errno == errno.ENOTCONN:  # Reset already: a server refusing our certificate.
+                reason = "the peer closed the connection at the end of the handshake"
+                cut = ConnectionResetError(errno.ECONNRESET, reason)
+                cut.__cause__ = exc
+                exc = cut
             self._handshake_failed(exc)
             return
         self.tls = TLSInfo(
@@ -343,7 +349,7 @@ class TlsConnection(Connection):
         finally:
             self._sock_rlock.release()
         if isinstance(eof, BaseException):
-            self._broken_by(eof, self._ragged_message(eof))
+            self._failed_by(eof)
         elif eof:
             self.on_peer_eof()
             if self.state is State.OPEN:  # allow_half_open: our write side is still open.
@@ -432,6 +438,24 @@ class TlsConnection(Connection):
         self._tls_eof = True
         return None
 
+    def _failed_by(self, exc: BaseException) -> PysockError:
+        """An SSL error on the open connection: fail it, return the error to raise.
+
+        A `TLSError` when the peer refuses the handshake's outcome with an alert
+        (over TLS 1.3 the server checks a client certificate after the client
+        has finished, so a missing or refused one comes as the first record);
+        for anything else, `BrokenSocketError`.
+        """
+        if not _refused_by_peer(exc):
+            return self._broken_by(exc, self._ragged_message(exc))
+        error = TLSError(f"TLS with {self.endpoint} refused by the peer: {_reason(exc) or exc}")
+        error.__cause__ = exc
+        if self._transition(Event.FAIL, error):
+            self._shutdown_sock(socket.SHUT_RDWR)
+        elif isinstance(self._read_error, PysockError):
+            return self._read_error
+        return error
+
     def _ragged_message(self, exc: BaseException) -> str:
         # Python 3.9 reports the same event as a plain SSLError with this reason.
         if isinstance(exc, ssl.SSLEOFError) or _reason(exc) == "UNEXPECTED_EOF_WHILE_READING":
@@ -464,8 +488,8 @@ class TlsConnection(Connection):
                         self._flush_nowait()
                     self._receive_ciphertext(deadline)
         except ssl.SSLError as exc:
-            broken = self._broken_by(exc, self._ragged_message(exc))
-            raise broken from cause_of(broken, exc)
+            tls_failure = self._failed_by(exc)
+            raise tls_failure from cause_of(tls_failure, exc)
         except (PysockError, TimeoutError):
             raise
         except OSError as exc:
@@ -670,3 +694,21 @@ class TlsConnection(Connection):
 
 def _reason(exc: BaseException) -> str:
     return str(getattr(exc, "reason", "") or "")
+
+
+# Alerts by which a server refuses the client's certificate (RFC 8446 section 6.2).
+_CERTIFICATE_ALERTS: Final = (
+    "CERTIFICATE_REQUIRED",
+    "BAD_CERTIFICATE",
+    "UNSUPPORTED_CERTIFICATE",
+    "CERTIFICATE_REVOKED",
+    "CERTIFICATE_EXPIRED",
+    "CERTIFICATE_UNKNOWN",
+    "UNKNOWN_CA",
+    "ACCESS_DENIED",
+)
+
+
+def _refused_by_peer(exc: BaseException) -> bool:
+    reason = _reason(exc)
+    return "ALERT" in reason and reason.endswith(_CERTIFICATE_ALERTS)

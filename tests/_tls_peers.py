@@ -7,8 +7,6 @@ import ssl
 
 import trustme
 
-from pysock._tls import OP_IGNORE_UNEXPECTED_EOF
-
 from ._servers import recv_all
 
 
@@ -20,11 +18,8 @@ def server_context(leaf: trustme.LeafCert, version: ssl.TLSVersion) -> ssl.SSLCo
 
 
 def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
+    context = ssl.create_default_context()  # On Python 3.9, OP_IGNORE_UNEXPECTED_EOF set.
     ca.configure_trust(context)
-    # Python 3.9 sets this by default; pysock uses a given context as it is, so a
-    # caller who wants truncation detected there clears it (docs/tls.md).
-    context.options &= ~OP_IGNORE_UNEXPECTED_EOF
     return context
 
 

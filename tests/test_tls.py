@@ -152,6 +152,37 @@ def test_a_handshake_cut_by_the_peer_is_a_tls_error_with_an_ssl_cause(
     assert isinstance(error.__cause__, ssl.SSLError)  # SPEC section 5.
 
 
+def test_a_client_certificate_refused_after_the_handshake_is_a_tls_error(
+    serve: Callable[..., Server],
+    leaf: trustme.LeafCert,
+    ca: trustme.CA,
+    client_ctx: ssl.SSLContext,
+) -> None:
+    # Over TLS 1.3 the server checks the client's certificate after the client has
+    # finished: opened succeeds, and the refusal (an alert) is the first record.
+    context = server_context(leaf, ssl.TLSVersion.TLSv1_3)
+    context.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(context)
+
+    def refuse(conn: socket.socket) -> None:
+        try:
+            wrap(conn, context)
+        except ssl.SSLError:
+            pass  # No certificate came: the handshake fails on this side.
+
+    server = serve(refuse)
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        error = sock.opened.exception(TIMEOUT)
+        if error is None:  # Usually: the alert is read after the open.
+            with pytest.raises(TLSError, match="CERTIFICATE_REQUIRED") as info:
+                sock.readable.read()
+            error = info.value
+        # Or the server's reset came before our handshake had finished: opened fails.
+        assert isinstance(error, TLSError), error
+        assert isinstance(error.__cause__, ssl.SSLError)
+        assert sock.closed.exception(TIMEOUT) is error
+
+
 def test_wrong_hostname_is_a_tls_error(
     serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
 ) -> None:
