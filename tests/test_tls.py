@@ -428,6 +428,23 @@ def test_tls12_half_close_is_a_clear_error(
         assert sock.readable.readexactly(10) == b"still open"
 
 
+def test_a_stalled_handshake_never_stalls_another_socket(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    silent = serve(lambda conn: recv_all(conn))  # Takes the ClientHello, never answers.
+    echo = serve(tls_echo(server_ctx))
+    stalled = [connect(silent.address, secure_transport="on", tls_context=client_ctx)]
+    stalled += [connect(silent.address, secure_transport="on", tls_context=client_ctx)]
+    try:
+        with connect(echo.address, secure_transport="on", tls_context=client_ctx) as sock:
+            sock.writable.write(b"through\n")
+            assert sock.readable.readline() == b"through\n"  # SPEC section 1.
+        assert not any(sock.opened.done() for sock in stalled)
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
 def test_close_during_the_handshake(
     serve: Callable[..., Server], client_ctx: ssl.SSLContext
 ) -> None:
