@@ -503,9 +503,13 @@ class Connection(Opening, StreamIO):
         if self._reading or self._writing:
             self._shutdown_sock(socket.SHUT_RDWR)  # Wake them; the last one out closes.
         if in_selector:
-            _loop.get_loop().call_soon_threadsafe(self._release_in_loop)
-        else:
-            self._release_now()
+            loop = _loop.get_loop()
+            if not loop.stopped:
+                loop.call_soon_threadsafe(self._release_in_loop)
+                return
+            with self._lock:  # A finalizer at exit: the loop stopped, nothing watches.
+                self._in_selector = False
+        self._release_now()
 
     def _release_in_loop(self) -> None:
         loop = _loop.get_loop()

@@ -218,6 +218,11 @@ class Loop:
     def in_loop_thread(self) -> bool:
         return threading.current_thread() is self._thread
 
+    @property
+    def stopped(self) -> bool:
+        """True once the loop stopped (interpreter exit): its callbacks no longer run."""
+        return self._stopping
+
     def stop_threadsafe(self, timeout: float = _STOP_JOIN_TIMEOUT) -> None:
         self._stopping = True
         self.call_soon_threadsafe(_noop)

@@ -15,7 +15,7 @@ import pytest
 
 from pysock import SocketClosedError, connect
 
-from ._servers import Server, sync_loop
+from ._servers import Blackhole, Server, sync_loop
 
 TIMEOUT = 10
 
@@ -61,6 +61,26 @@ def test_exit_with_a_lookup_in_flight_never_hangs(echo_server: Server) -> None:
         )
         assert done.returncode == 0, done.stderr
         assert b"Traceback" not in done.stderr, done.stderr
+
+
+def test_exit_during_a_connect_warns_once(blackhole: Blackhole) -> None:
+    # A connect still in progress at exit: pysock's finalizer runs after the loop
+    # stopped and must close the attempt's descriptor itself (the stdlib socket
+    # warned about it as well).
+    import subprocess
+    import sys
+
+    code = (
+        "import time, pysock\n"
+        f"s = pysock.connect('{blackhole.address}', connect_timeout=30)\n"
+        "time.sleep(0.2)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], capture_output=True, timeout=TIMEOUT
+    )
+    assert done.returncode == 0, done.stderr
+    warnings_seen = [line for line in done.stderr.splitlines() if b"ResourceWarning" in line]
+    assert len(warnings_seen) == 1 and b"unclosed pysock socket" in warnings_seen[0], done.stderr
 
 
 def test_forgotten_socket_warns_and_closes(serve: Callable[..., Server]) -> None:
