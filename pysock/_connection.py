@@ -43,7 +43,7 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Final, Optional
+from typing import Any, Final, Optional, TypeVar
 
 from . import _loop
 from ._address import Endpoint
@@ -58,6 +58,8 @@ from .errors import (
 )
 
 __all__ = ["Connection", "ReadDeadline"]
+
+_E = TypeVar("_E", bound=BaseException)
 
 _live: weakref.WeakSet[Connection] = weakref.WeakSet()
 # Silent unless the application configures logging at DEBUG: connects, TLS
@@ -485,10 +487,17 @@ class Connection(Opening, StreamIO):
         error = BrokenSocketError(
             message or f"connection to {self.endpoint} broken: {_describe(exc)}"
         )
+        return self._fail_with(error, exc, BrokenSocketError)
+
+    def _fail_with(self, error: _E, exc: BaseException, kind: type[_E]) -> _E:
+        """Fail the open connection with `error` (caused by `exc`); return the error to raise.
+
+        If the connection had failed already, that first error of `kind` is the one raised.
+        """
         error.__cause__ = exc
         if self._transition(Event.FAIL, error):
             self._shutdown_sock(socket.SHUT_RDWR)
-        elif isinstance(self._read_error, BrokenSocketError):
+        elif isinstance(self._read_error, kind):
             return self._read_error
         return error
 

@@ -448,13 +448,8 @@ class TlsConnection(Connection):
         """
         if not _refused_by_peer(exc):
             return self._broken_by(exc, self._ragged_message(exc))
-        error = TLSError(f"TLS with {self.endpoint} refused by the peer: {_reason(exc) or exc}")
-        error.__cause__ = exc
-        if self._transition(Event.FAIL, error):
-            self._shutdown_sock(socket.SHUT_RDWR)
-        elif isinstance(self._read_error, PysockError):
-            return self._read_error
-        return error
+        refusal = TLSError(f"TLS with {self.endpoint} refused by the peer: {_reason(exc) or exc}")
+        return self._fail_with(refusal, exc, PysockError)
 
     def _ragged_message(self, exc: BaseException) -> str:
         # Python 3.9 reports the same event as a plain SSLError with this reason.

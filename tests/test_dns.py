@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from pysock import Socket, _opening, connect
+from pysock import Socket, SocketClosedError, _opening, connect
 from pysock._workers import Workers
 
 from ._servers import Blackhole, Server
@@ -90,18 +90,30 @@ def test_one_name_burst_shares_one_lookup(
     assert resolver.calls[name] == 2  # One for the 50 sockets, one for the other port.
 
 
-def test_closing_sockets_while_their_lookup_answers(
-    resolver: SlowResolver, blackhole: Blackhole
+def test_close_in_the_middle_of_a_dns_threads_connect(
+    monkeypatch: pytest.MonkeyPatch, blackhole: Blackhole
 ) -> None:
-    # close() in this thread races the DNS threads starting each socket's connect
-    # (which stays in progress: the blackhole never answers). Nothing may fail in
-    # a DNS thread (pytest reports such an error) or leak.
-    socks = [connect(f"n{i}.slow:{blackhole.port}") for i in range(200)]
-    resolver.release()
-    for sock in socks:
-        sock.close()
-    for sock in socks:
-        assert sock.closed.result(TIMEOUT) is None
+    # The DNS thread starts the first attempt after the lookup. close() from the
+    # user's thread lands right after that attempt's connect() (in progress: the
+    # blackhole never answers) and before its getpeername(): the socket is the DNS
+    # thread's alone until then, so close() must not have closed it under it (an
+    # EBADF there, reported by pytest as an error in the DNS thread).
+    sockets: list[Socket] = []
+    returned = threading.Event()
+    real_start = _opening._start_connect
+
+    def start_then_close(sock: socket.socket, sockaddr: Any) -> int:
+        code = real_start(sock, sockaddr)
+        assert returned.wait(TIMEOUT)  # connect() gave the Socket back.
+        sockets[0].close()
+        return code
+
+    monkeypatch.setattr(_opening, "_start_connect", start_then_close)
+    sockets.append(connect(f"localhost:{blackhole.port}"))  # A name: the DNS thread connects.
+    returned.set()
+    error = sockets[0].opened.exception(TIMEOUT)
+    assert isinstance(error, SocketClosedError)
+    assert sockets[0].closed.result(TIMEOUT) is None
 
 
 def test_failed_lookup_is_shared_by_the_waiting_sockets(sockets: list[Socket]) -> None:

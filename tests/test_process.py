@@ -83,6 +83,80 @@ def test_exit_during_a_connect_warns_once(blackhole: Blackhole) -> None:
     assert len(warnings_seen) == 1 and b"unclosed pysock socket" in warnings_seen[0], done.stderr
 
 
+_NO_HAND_OFF = """
+import collections, socket, ssl, sys, threading, time
+import trustme
+calls = collections.Counter()
+
+def profile(frame, event, arg):
+    if event == "call" and threading.current_thread().name == "pysock-selector":
+        calls[frame.f_code.co_name] += 1
+
+threading.setprofile(profile)  # Threads started from now on: the selector among them.
+import pysock
+
+ca = trustme.CA()
+server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ca.issue_cert("localhost").configure_cert(server_ctx)
+client_ctx = ssl.create_default_context()
+ca.configure_trust(client_ctx)
+listener = socket.create_server(("127.0.0.1", 0))
+
+def echo(tls):
+    conn, _ = listener.accept()
+    conn.settimeout(10)
+    if tls:
+        conn = server_ctx.wrap_socket(conn, server_side=True)
+    with conn:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+
+for tls in (False, True):
+    for timeout in (None, 5.0):
+        peer = threading.Thread(target=echo, args=(tls,))
+        peer.start()
+        options = {"secure_transport": "on", "tls_context": client_ctx} if tls else {}
+        sock = pysock.connect(("localhost", listener.getsockname()[1]), timeout=timeout, **options)
+        sock.writable.write(b"warm-up\\n")
+        sock.readable.readline()
+        time.sleep(0.3)  # The idle watch's registration (a grace period after the open).
+        calls.clear()
+        for _ in range(500):
+            sock.writable.write(b"x" * 99 + b"\\n")
+            assert len(sock.readable.readline()) == 100
+        sock.writable.write(b"y" * 5000)
+        got = b""
+        while len(got) < 5000:
+            got += sock.readable.read1(100)
+        print(tls, timeout, sum(calls.values()), dict(calls))
+        assert not calls, (tls, timeout, dict(calls))
+        sock.close()
+        peer.join(10)
+# The profiler does see the selector thread: a new socket's idle watch is its work.
+peer = threading.Thread(target=echo, args=(False,))
+peer.start()
+with pysock.connect(listener.getsockname()) as sock:
+    sock.opened.result(10)
+    time.sleep(0.3)
+assert calls, "the profiler saw nothing on the selector thread"
+peer.join(10)
+listener.close()
+print("ok")
+"""
+
+
+def test_reads_and_writes_never_hand_off_to_the_selector_thread() -> None:
+    # SPEC 6: with the data or the buffer space there, a read or a write runs in the
+    # caller's thread. A profiler on the selector thread (set before it starts, so in
+    # a fresh interpreter) sees no call of it during 500 round trips and buffered
+    # reads, plain and TLS, with and without a timeout.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _NO_HAND_OFF], capture_output=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.endswith(b"ok\n"), done.stdout + done.stderr
+
+
 def test_forgotten_socket_warns_and_closes(serve: Callable[..., Server]) -> None:
     eof = threading.Event()
 
