@@ -123,8 +123,13 @@ def _answering(reply: bytes) -> Callable[[socket.socket, bytearray], None]:
 
     def peer(conn: socket.socket, raw: bytearray) -> None:
         _first_record(conn, raw)
-        conn.sendall(reply)
-        conn.shutdown(socket.SHUT_WR)
+        try:
+            conn.sendall(reply)
+            # The client may already have read enough of `reply` to fail, and
+            # reset the connection: a shutdown then finds it gone (ENOTCONN).
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
         raw += _recv_all_or_reset(conn)
 
     return peer
