@@ -196,6 +196,10 @@ def test_bad_arguments_are_status_2(args: tuple[str, ...], message: str) -> None
 
 def test_reset_is_status_3(serve: Callable[..., Server]) -> None:
     def reset(conn: socket.socket) -> None:
+        # Wait for the client's half-close (its stdin is at EOF), so that the reset
+        # reaches an open connection. A reset that lands before the client has seen
+        # its connect finish is a connect failure (status 1), as in asyncio and trio.
+        assert recv_all(conn) == b""
         conn.sendall(b"partial")
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 

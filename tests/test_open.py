@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 import threading
 import time
 from typing import Any, Callable
@@ -11,7 +12,7 @@ from typing import Any, Callable
 import pytest
 
 import pysock
-from pysock import ConnectError, SocketClosedError, SocketInfo, SocketTimeout, connect
+from pysock import ConnectError, SocketClosedError, SocketInfo, SocketTimeout, _opening, connect
 
 from ._servers import Blackhole, Server, echo
 
@@ -242,3 +243,38 @@ def drain_accept_queue(hole: Blackhole, until: Callable[[], bool]) -> list[socke
         except socket.timeout:
             pass
     return accepted
+
+
+def test_a_reset_before_the_connect_is_seen_done_is_a_connect_error(
+    monkeypatch: pytest.MonkeyPatch, serve: Callable[..., Server]
+) -> None:
+    # The peer accepts and resets before pysock has looked at its connect: the kernel
+    # reports the reset as the connect's error (SO_ERROR), as asyncio and trio see it
+    # too. That is a failed opening, not an open socket that breaks at once. The CLI
+    # test of a reset (test_cli.py) waits for the open to rule this race out.
+    was_reset = threading.Event()
+
+    def reset(conn: socket.socket) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        was_reset.set()
+
+    real_start = _opening._start_connect
+
+    def start_then_wait_for_the_reset(sock: socket.socket, sockaddr: Any) -> int:
+        code = real_start(sock, sockaddr)
+        assert was_reset.wait(TIMEOUT)
+        time.sleep(0.05)  # The RST crosses loopback.
+        return code
+
+    monkeypatch.setattr(_opening, "_start_connect", start_then_wait_for_the_reset)
+    server = serve(reset)
+    sock = connect(server.address, timeout=TIMEOUT)
+    try:
+        error = sock.opened.exception(TIMEOUT)
+        assert isinstance(error, ConnectError), error
+        assert error.errno == errno.ECONNRESET and server.address in str(error)
+        assert isinstance(error.__cause__, ConnectionResetError)
+        assert isinstance(sock.closed.exception(TIMEOUT), ConnectError)
+    finally:
+        sock.close()
