@@ -95,6 +95,11 @@ def interrupted(call: Callable[[], object]) -> Report:
     Linux hands it to the main thread, which does not block it. Reports how the
     call ended and the delay from the signal to the `KeyboardInterrupt`.
     """
+    # A Ctrl-C in a terminal reaches Python's handler. A test run started in the
+    # background by a non-interactive shell (`make test &` in a script) inherits
+    # SIGINT as ignored, and Python then leaves it ignored: install the handler
+    # every script and REPL has, or the signal below would be dropped.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     main = threading.get_native_id()
     started = threading.Event()
     finished = threading.Event()

@@ -36,8 +36,9 @@ from . import _child_scripts as child
 from ._child_scripts import BIG_WRITE, CONNECTING_OPS, READ_OPS, SUFFIX, Report, wait_blocked
 
 ROOT: Final = Path(__file__).resolve().parents[2]
-# Generous: a child runs for about a second, on a shared, loaded machine.
-CHILD_TIMEOUT: Final = 60.0
+# Generous: a child runs for about a second, on a shared, loaded machine. Below
+# pytest-timeout's 60 s, so that a hung child is killed and reported here.
+CHILD_TIMEOUT: Final = 40.0
 # The bounds, measured in the child.
 INTERRUPT_BOUND: Final = 0.5
 EXIT_BOUND: Final = 1.0
@@ -90,6 +91,9 @@ def run_child(*args: str, hang_after: float = CHILD_TIMEOUT) -> ChildRun:
             process.kill()
             stdout, stderr = process.communicate(timeout=CHILD_TIMEOUT)
             returncode = None
+        except BaseException:  # pytest-timeout's failure: Popen's exit would wait forever.
+            process.kill()
+            raise
         ended = time.monotonic()
     report: Report = {}
     for line in stdout.decode().splitlines():
