@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import select
 import socket
 import struct
 import threading
@@ -264,7 +265,9 @@ def test_a_reset_before_the_connect_is_seen_done_is_a_connect_error(
     def start_then_wait_for_the_reset(sock: socket.socket, sockaddr: Any) -> int:
         code = real_start(sock, sockaddr)
         assert was_reset.wait(TIMEOUT)
-        time.sleep(0.05)  # The RST crosses loopback.
+        poller = select.poll()  # Until the RST has arrived (poll leaves SO_ERROR alone).
+        poller.register(sock, select.POLLERR)
+        assert poller.poll(TIMEOUT * 1000)
         return code
 
     monkeypatch.setattr(_opening, "_start_connect", start_then_wait_for_the_reset)
