@@ -132,9 +132,13 @@ class Socket:
 
         A pending connect is abandoned. Idempotent. ``closed`` is done when this returns.
         """
+        self._detach_streams()
+        self._connection.close()
+
+    def _detach_streams(self) -> None:
+        """Drop both streams' hold on the connection: later calls on them raise."""
         self.readable._detach_buffer()
         self.writable._detach_stream()
-        self._connection.close()
 
     def start_tls(
         self,
@@ -182,12 +186,10 @@ class Socket:
             if was_open and connection.state in TERMINAL:
                 # Refused for injected plaintext, and closed: as after close(),
                 # nothing may be read, the injected bytes least of all.
-                self.readable._detach_buffer()
-                self.writable._detach_stream()
+                self.close()
             raise
         self._upgraded = True
-        self.readable._detach_buffer()
-        self.writable._detach_stream()
+        self._detach_streams()  # The connection is the new socket's now.
         return Socket(new)
 
     def getsockopt(
