@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from ._address import SocketAddress, UnixAddress
+from ._body import SocketStream
 from ._guard import deny_private
 from ._info import SocketInfo, TLSInfo
 from ._options import SocketOptions
-from ._socket import Socket, SocketStream, connect
+from ._socket import Socket, connect
 from ._streams import SocketReader, SocketWriter
 from .errors import (
     BrokenSocketError,
