@@ -117,6 +117,7 @@ class Connection(Opening, StreamIO):
         "reader_ref",
         "sock",
         "state",
+        "timeout",
         "tls",
         "writer_gone",
     )
@@ -168,6 +169,13 @@ class Connection(Opening, StreamIO):
         self.tls: Optional[TLSInfo] = None
         self._rpoll: Any = None
         self._wpoll: Any = None
+        # The per-call timeout of reads and writes: `Socket.timeout` sets it, and
+        # each call reads it once when it starts.
+        self.timeout = options.timeout
+        # The descriptor's mode: blocking when opened without a timeout (each call
+        # is then exactly the stdlib call). A timeout set later is honoured by
+        # waiting before each read; the first write under a deadline switches
+        # the socket to non-blocking (`leave_blocking_mode`), for good.
         self._blocking = options.timeout is None
         _live.add(self)
 

@@ -4,7 +4,16 @@ With ``timeout=None`` the socket is in blocking mode and each call is exactly
 the stdlib call: one syscall when data or buffer space is there. With a
 timeout the socket is non-blocking: the call is tried first, and only
 ``EAGAIN`` leads to a ``poll()`` in the caller's thread, bounded by the call's
-deadline. ``_reading``/``_writing`` tell `Connection.close()` that a call is
+deadline.
+
+``Socket.timeout`` may change between calls, like ``socket.settimeout()``. A
+socket opened without a timeout stays in blocking mode until a write with a
+deadline switches it (`leave_blocking_mode`); only a writer may switch it,
+under its lock, because a ``sendall()`` in blocking mode that met ``EAGAIN``
+halfway would not say how much it sent. Until then a read with a deadline
+polls first and then reads, which cannot block; a read that finds the mode
+switched under it (``EAGAIN`` from a "blocking" call) goes on waiting with
+``poll()``. ``_reading``/``_writing`` tell `Connection.close()` that a call is
 inside the descriptor (see the handshake in `pysock._connection`).
 """
 
@@ -45,6 +54,7 @@ class StreamIO:
         state: State
         sock: Optional[socket.socket]
         tls: Optional[TLSInfo]
+        timeout: Optional[float]
         _blocking: bool
         _inherited: bool
         _read_ok: bool
@@ -75,8 +85,11 @@ class StreamIO:
                 self._check_readable(deadline)
             sock = self.sock
             assert sock is not None
-            if self._blocking:
-                nbytes = sock.recv_into(buffer)
+            if self._blocking and deadline is None:
+                try:
+                    nbytes = sock.recv_into(buffer)
+                except BlockingIOError:  # A writer switched the mode (module docstring).
+                    nbytes = self._recv_into_nonblocking(sock, buffer, deadline)
             else:
                 nbytes = self._recv_into_nonblocking(sock, buffer, deadline)
             if nbytes == 0:
@@ -95,14 +108,26 @@ class StreamIO:
     def _recv_into_nonblocking(
         self, sock: socket.socket, buffer: Any, deadline: ReadDeadline
     ) -> int:
+        """One ``recv_into`` bounded by `deadline`: try it, and wait for data on ``EAGAIN``.
+
+        On a socket still in blocking mode the wait comes first: there the call
+        itself would block past the deadline.
+        """
+        wait_first = self._blocking
         while True:
+            if wait_first:
+                self._wait_readable(sock, deadline)
             try:
                 return sock.recv_into(buffer)
             except BlockingIOError:
                 pass
-            if self._rpoll is None:
-                self._rpoll = _poller(sock, select.POLLIN)
-            _wait(self._rpoll, deadline, "read", self.options.timeout)
+            if not wait_first:
+                self._wait_readable(sock, deadline)
+
+    def _wait_readable(self, sock: socket.socket, deadline: ReadDeadline) -> None:
+        if self._rpoll is None:
+            self._rpoll = _poller(sock, select.POLLIN)
+        _wait(self._rpoll, deadline, "read", self.timeout)
 
     def _on_recv_eof(self, buffer: Any) -> int:
         if len(buffer) == 0:
@@ -139,7 +164,7 @@ class StreamIO:
             # SocketTimeout (the connect deadline) also is: that one is raised as is.
             if future.done():
                 raise
-            message = f"{what} timed out after {self.options.timeout}s waiting for the open"
+            message = f"{what} timed out after {self.timeout}s waiting for the open"
             raise SocketTimeout(message) from None
         except concurrent.futures.CancelledError:
             raise SocketClosedError("the socket is closed") from None
@@ -150,6 +175,8 @@ class StreamIO:
         try:
             if not self._write_ok:
                 self._check_writable(deadline)
+            if deadline is not None and self._blocking:
+                self.leave_blocking_mode()
             try:
                 if self._blocking and self.tls is None and self.sock is not None:
                     self.sock.sendall(data)  # Plain TCP, no timeout: the stdlib call itself.
@@ -202,7 +229,7 @@ class StreamIO:
                     pass
                 if self._wpoll is None:
                     self._wpoll = _poller(sock, select.POLLOUT)
-                _wait(self._wpoll, deadline, "write", self.options.timeout)
+                _wait(self._wpoll, deadline, "write", self.timeout)
 
     def _check_writable(self, deadline: ReadDeadline) -> None:
         if self.state is State.CONNECTING and not self._inherited:
@@ -212,9 +239,20 @@ class StreamIO:
         raise self._write_error or SocketClosedError("the socket is closed")
 
     def call_deadline(self) -> ReadDeadline:
-        """The deadline of one blocking call under the ``timeout`` option."""
-        timeout = self.options.timeout
+        """The deadline of one blocking call under the current ``timeout``."""
+        timeout = self.timeout
         return None if timeout is None else time.monotonic() + timeout
+
+    def leave_blocking_mode(self) -> None:
+        """Switch the socket to non-blocking mode, for good (a timeout was set).
+
+        Only a writer calls this, under its lock: no ``sendall()`` of another
+        thread can be inside the descriptor then (module docstring).
+        """
+        sock = self.sock
+        if sock is not None and self._blocking:
+            self._blocking = False
+            sock.setblocking(False)
 
 
 MAX_WAIT: Final = 86400.0  # Seconds: the longest single poll(); see _wait.

@@ -13,7 +13,7 @@ from ._address import SocketAddress, UnixAddress, endpoint_of_peer, parse_addres
 from ._body import DEFAULT_STREAM_CHUNK, SocketStream
 from ._connection import Connection
 from ._info import SocketInfo, TLSInfo
-from ._options import SocketOptions, check_tls_options, merge_options
+from ._options import SocketOptions, check_timeout, check_tls_options, merge_options
 from ._starttls import start_tls
 from ._state import TERMINAL, State
 from ._streams import SocketReader, SocketWriter
@@ -119,6 +119,26 @@ class Socket:
     def upgraded(self) -> bool:
         """True once `start_tls()` has been called on this socket."""
         return self._upgraded
+
+    @property
+    def timeout(self) -> Optional[float]:
+        """The timeout of each blocking read and write, in seconds; None waits forever.
+
+        Settable, like ``socket.settimeout()``: the next call uses the new
+        value, and a call already waiting keeps the deadline it began with.
+        A timed-out read loses no data; a timed-out write breaks the socket
+        (an unknown amount was sent).
+
+        Raises:
+            TypeError: set to something that is not a number or None.
+            ValueError: set to a negative number or NaN.
+        """
+        return self._connection.timeout
+
+    @timeout.setter
+    def timeout(self, value: Optional[float]) -> None:
+        self._connection.timeout = check_timeout("timeout", value)
+        self.readable.timeout_changed()
 
     @property
     def tls(self) -> Optional[TLSInfo]:

@@ -46,6 +46,9 @@ def start_tls(
     _check_upgradable(old, unread)
     options = _upgraded_options(old.options, context, hostname, alpn)
     new = TlsConnection(old.endpoint, options)  # Before the take-over: it may refuse the name.
+    # The timeout as it is now (Socket.timeout may have changed it since connect()).
+    new.timeout = old.timeout
+    new._blocking = old.timeout is None
     sock = old.take_over()
     timeout = options.connect_timeout
     new._connect_deadline = None if timeout is None else time.monotonic() + timeout

@@ -107,28 +107,51 @@ class SocketReader(io.BufferedIOBase):
             raise SocketClosedError("the readable side is closed")
         buffer = self._buffer
         if buffer is None:
-            raw = self._raw = _RawSocket(self._connection)
-            if self._connection.options.timeout is None:
-                raw.readinto = self._connection.recv_into  # type: ignore[method-assign]
-            buffer = self._buffer = io.BufferedReader(raw, READ_BUFFER_SIZE)
+            self._raw = _RawSocket(self._connection)
+            buffer = self._buffer = io.BufferedReader(self._raw, READ_BUFFER_SIZE)
             self._maybe_bind()
         return buffer
 
     def _maybe_bind(self) -> None:
-        self._fast = (
-            self._connection.options.timeout is None
+        """Turn the C fast path on where it applies. Caller holds ``_lock``.
+
+        With no timeout the raw layer's ``readinto`` is bound straight to
+        `Connection.recv_into` (no Python frame of ours per refill).
+        """
+        connection = self._connection
+        fast = (
+            connection.timeout is None
             and not self._stash
             and not self._is_closed
             and self._buffer is not None
         )
+        raw = self._raw
+        if fast and raw is not None and "readinto" not in raw.__dict__:
+            raw.readinto = connection.recv_into  # type: ignore[method-assign]
+        self._fast = fast
+        # Read again after the write: `timeout_changed()` in another thread
+        # sets the timeout, then clears the flag; either order leaves it off.
+        if fast and connection.timeout is not None:
+            self._fast = False
 
     def _unbind(self) -> None:
         self._fast = False
 
+    def timeout_changed(self) -> None:
+        """`Socket.timeout` changed (any thread): the next call takes the slow path.
+
+        That path reads the new timeout, unbinds the raw layer if there is one
+        now, and turns the fast path back on when it applies.
+        """
+        self._fast = False
+
     def _begin(self) -> io.BufferedReader:
         buffer = self._buffered()
-        assert self._raw is not None
-        self._raw.deadline = self._connection.call_deadline()
+        raw = self._raw
+        assert raw is not None
+        deadline = raw.deadline = self._connection.call_deadline()
+        if deadline is not None:
+            raw.__dict__.pop("readinto", None)  # The deadline needs our readinto.
         return buffer
 
     def _keep(self, chunks: list[bytes]) -> None:
@@ -415,7 +438,7 @@ class SocketWriter(io.BufferedIOBase):
             if self._is_closed:
                 raise SocketClosedError("the writable side is closed")
             if nbytes:
-                timeout = connection.options.timeout
+                timeout = connection.timeout
                 connection.send_all(b, None if timeout is None else time.monotonic() + timeout)
             elif not connection._write_ok:
                 connection._check_writable(connection.call_deadline())

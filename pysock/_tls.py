@@ -538,8 +538,11 @@ class TlsConnection(Connection):
             view = self._cipher_buffer = memoryview(bytearray(_CIPHER_BUFFER_SIZE))
         sock = self.sock
         assert sock is not None
-        if self._blocking:
-            nbytes = sock.recv_into(view)
+        if self._blocking and deadline is None:
+            try:
+                nbytes = sock.recv_into(view)
+            except BlockingIOError:  # A writer switched the mode (see pysock._rawio).
+                nbytes = self._recv_into_nonblocking(sock, view, deadline)
         else:
             nbytes = self._recv_into_nonblocking(sock, view, deadline)
         if nbytes == 0 and not self._read_ok:
@@ -589,6 +592,11 @@ class TlsConnection(Connection):
                 self._send_all_nonblocking(sock, records, deadline)
         if self._farewell:
             self._send_farewell_nowait(sock)
+
+    def leave_blocking_mode(self) -> None:
+        # Under the send lock too: whoever holds it may be in a blocking sendall().
+        with self._send_lock:
+            super().leave_blocking_mode()
 
     def _flush_nowait(self) -> None:
         """A reader sends what is queued (a KeyUpdate answer) without ever blocking.
