@@ -243,7 +243,7 @@ class TlsPair:
         self.server = server
         self.client = client
 
-    def handler(self, inner: Callable[[ssl.SSLSocket], None]) -> Callable[[socket.socket], None]:
+    def handler(self, inner: Callable[[ssl.SSLSocket], object]) -> Callable[[socket.socket], None]:
         def handle(conn: socket.socket) -> None:
             with self.server.wrap_socket(conn, server_side=True) as tls:
                 inner(tls)
