@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: servers, and the leak checks every test passes."""
+"""Fixtures shared by every test: servers, leak checks and the hypothesis profiles."""
 
 from __future__ import annotations
 
@@ -10,8 +10,20 @@ from typing import Callable, Iterator
 
 import pytest
 import trustme
+from hypothesis import settings
 
+from ._real_servers import in_ci
 from ._servers import Blackhole, Server, echo, sync_loop
+
+# Hypothesis profiles. Under CI (.ci/run exports CI=1) every run draws the same
+# examples, so a red build is reproducible and a green one is not luck, and a
+# failure prints the blob that replays it (@reproduce_failure). Locally the
+# examples are random, so each run explores new input, and the example database
+# (.hypothesis/, which ignores itself in git) replays a failure until it is fixed.
+# A test may set max_examples or deadline, but never derandomize or database.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("local")
+settings.load_profile("ci" if in_ci() else "local")
 
 # Threads pysock keeps for the whole process once started.
 _LONG_LIVED_THREADS = ("pysock-selector", "pysock-dns")

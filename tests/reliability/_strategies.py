@@ -1,10 +1,14 @@
 """Hypothesis strategies and reference models for the property tests (test_properties.py).
 
-The models are written from SPEC sections 1 and 3, not from pysock's code: a
-`Verdict` lists the argument errors the contract allows for an input (when
-several checks fail, the contract does not say which one is reported first,
-so any of them may be), and `ReadModel` says what each read must return
-from the bytes the peer sent.
+The models restate pysock's argument checks (docs/api.md, "connect()" and
+"SocketOptions") and its read semantics (io's, plus readexactly() and
+readuntil() as in asyncio) in their own code, so that a bug in pysock's
+checks shows up as a disagreement: a `Verdict` lists the argument errors
+allowed for an input (when several checks fail, pysock reports whichever it
+meets first, so any of them may be), and `ReadModel` says what each read
+must return from the bytes the peer sent. Where the model and pysock
+disagree, either one may be wrong: read pysock/_address.py and
+pysock/_options.py before widening or narrowing the model.
 
 Two rules keep every example on loopback: a hostname that is valid but not
 one of `SAFE_HOSTS` (it would go to DNS) is filtered out, and a valid port
@@ -19,6 +23,7 @@ import array
 import collections
 import ctypes
 import ipaddress
+import os
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
@@ -39,6 +44,18 @@ KEYS: Final = (
     "tls_context",
     "expected_server_hostname",
     "alpn_protocols",
+)
+# The options pysock adds beyond Workers. The model does not cover their values (each
+# has its own tests: test_tcp_knobs.py, test_proxies.py, test_address_filter.py,
+# test_happy_eyeballs.py, test_unix_and_adopt.py), so an "unknown key" is never one of them.
+BEYOND_KEYS: Final = (
+    "happy_eyeballs_delay",
+    "address_filter",
+    "proxy",
+    "sock",
+    "no_delay",
+    "keep_alive",
+    "local_address",
 )
 CAMEL_KEYS: Final = {
     "secureTransport": "secure_transport",
@@ -61,7 +78,7 @@ _INTS: Final = st.integers(-(10**300), 10**300)
 # SocketTimeout is then an allowed outcome too.
 SHORT_TIMEOUT: Final = 2.0
 
-# -- the address model (SPEC section 1) --------------------------------------------------
+# -- the address model (docs/api.md, "connect()") -------------------------------------------
 
 
 @dataclass
@@ -72,6 +89,7 @@ class Verdict:
     host: Optional[str] = None
     port: Optional[int] = None
     merged: dict[str, Any] = field(default_factory=dict)
+    unix: bool = False  # the address is a Unix socket's path
 
     @property
     def valid(self) -> bool:
@@ -90,8 +108,14 @@ def host_errors(host: Any) -> set[type[Exception]]:
     for char in host:
         if char in "/@" or ord(char) <= 0x20 or char == "\x7f" or not char.isprintable():
             return {ValueError}  # whitespace, '/', '@' or a control character
-    if ":" in host or _is_ipv4(host):
-        return set()  # an IP literal (or what only the IPv6 parser may refuse later)
+    if ":" in host:
+        # No DNS name holds a ':', so only an IPv6 literal may, bare and with an optional
+        # non-empty zone ("fe80::1%eth0"); anything else (":", "a:b", "[::1]", "::1%") is
+        # refused at the call, not left to getaddrinfo() in the background.
+        literal, percent, zone = host.partition("%")
+        return set() if _is_ipv6(literal) and (zone or not percent) else {ValueError}
+    if _is_ipv4(host):
+        return set()
     name = host[:-1] if host.endswith(".") else host  # one trailing dot: the DNS root
     if host.isascii():
         ok = all(0 < len(label) <= 63 for label in name.split("."))  # RFC 1035 2.3.4
@@ -146,7 +170,42 @@ def _string_verdict(text: str) -> Verdict:
     return Verdict(host_errors(host) | port_errors(port), host, port)
 
 
+def _unix_verdict(path: Any) -> Verdict:
+    """A Unix socket's path ("unix:/run/x.sock" or {"path": ...}).
+
+    A valid one has no `host`, so the test's assume() leaves it out: the
+    properties never connect to a path they did not create.
+    """
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        return Verdict({TypeError}, unix=True)
+    if not hasattr(socket, "AF_UNIX") or not path or "\0" in path[1:]:
+        return Verdict({ValueError}, unix=True)  # only an abstract name starts with a NUL
+    try:
+        size = len(os.fsencode(path))
+    except UnicodeEncodeError:  # a lone surrogate the file system encoding cannot carry
+        return Verdict({ValueError}, unix=True)
+    # sizeof(sun_path) is 108 on Linux: 107 bytes and a NUL, or 108 for an abstract name.
+    too_long = size > 107 + (path[0] == "\0")
+    return Verdict({ValueError} if too_long else set(), unix=True)
+
+
+def _workers_ipv6(host: Any) -> Any:
+    """A SocketAddress hostname "[2001:db8::1]" (how Workers code must spell an IPv6
+    literal) names the same address as the bare literal."""
+    if isinstance(host, str) and host[:1] == "[" and host[-1:] == "]" and _is_ipv6(host[1:-1]):
+        return host[1:-1]
+    return host
+
+
 def address_verdict(address: Any) -> Verdict:
+    if isinstance(address, str) and address.startswith("unix:"):
+        return _unix_verdict(address[len("unix:") :])
+    if isinstance(address, dict) and "path" in address:
+        if set(address) != {"path"}:
+            return Verdict({TypeError}, unix=True)  # a Unix socket address is {"path": ...} alone
+        return _unix_verdict(address["path"])
     if isinstance(address, str):
         return _string_verdict(address)
     if isinstance(address, tuple):
@@ -159,7 +218,7 @@ def address_verdict(address: Any) -> Verdict:
             errors.add(TypeError)  # an unknown SocketAddress key
         if "hostname" not in address or "port" not in address:
             errors.add(ValueError)
-        host, port = address.get("hostname"), address.get("port")
+        host, port = _workers_ipv6(address.get("hostname")), address.get("port")
         if "hostname" in address:
             errors |= host_errors(host)
         if "port" in address:
@@ -196,7 +255,7 @@ def _alpn_errors(value: Any) -> set[type[Exception]]:
         except UnicodeEncodeError:  # a lone surrogate
             errors.add(ValueError)
             continue
-        if not 0 < size <= 255:  # RFC 7301 section 3.1
+        if not 0 < size <= 255 or not item.isascii():  # RFC 7301 section 3.1; ssl sends ASCII
             errors.add(ValueError)
     return errors
 
@@ -233,6 +292,7 @@ def options_verdict(options: Any, kwargs: dict[str, Any]) -> Verdict:
         merged[key] = value
     for key, value in merged.items():
         if not isinstance(key, str) or key not in KEYS:
+            assert key not in BEYOND_KEYS, f"the model does not cover {key!r}"
             verdict.errors.add(TypeError)  # unknown, camelCase or not a str
         else:
             verdict.errors |= _value_errors(key, value)
@@ -240,6 +300,16 @@ def options_verdict(options: Any, kwargs: dict[str, Any]) -> Verdict:
         verdict.errors.add(ValueError)  # pysock never modifies a context it was given
     verdict.merged = merged
     return verdict
+
+
+def connect_verdict(address: Verdict, options: Verdict) -> Verdict:
+    """What ``connect(address, options)`` allows: either part's errors, and the pair's."""
+    errors = address.errors | options.errors
+    merged = options.merged
+    on = merged.get("secure_transport") == "on"
+    if address.unix and on and not merged.get("expected_server_hostname"):
+        errors.add(ValueError)  # a path is no name to check a certificate against
+    return Verdict(errors, address.host, address.port, merged, address.unix)
 
 
 def tls_verdict(merged: dict[str, Any], host: str, trusted: ssl.SSLContext) -> str:
@@ -408,6 +478,8 @@ def addresses(draw: Any, port_of: Callable[[str], int]) -> Any:
             st.builds(object),
             st.just(frozenset({repr(host)})),
             st.tuples(),
+            st.just(f"unix:{host}"),  # beyond Workers: a Unix socket's path
+            st.just({"path": host}),
         )
     )
 
@@ -442,6 +514,7 @@ SERVER_NAMES: Final = (
     "*",
     "localhost.",
     "local*",
+    "::1%lo",  # an IPv6 literal with a zone: valid, and not the certificate's ::1
 )
 
 
@@ -461,6 +534,7 @@ def _accepted_by_ssl(name: str) -> str:
 def server_names() -> st.SearchStrategy[Any]:
     bad = st.one_of(
         st.sampled_from(["", b"localhost", 127, ["localhost"], ".localhost", "a..b", " "]),
+        st.sampled_from([":", "a:b", "localhost:443", "[::1]", "::1%", "::g"]),  # ':' but no IPv6
         st.text(min_size=1, max_size=12),  # any text: the model says which pysock refuses
     )
     return st.one_of(valid_server_names(), bad)
@@ -505,7 +579,7 @@ def option_arguments(draw: Any, contexts: Sequence[ssl.SSLContext]) -> tuple[Any
     if draw(st.integers(0, 6)) == 0:
         unknown = st.one_of(
             st.sampled_from(sorted(CAMEL_KEYS)),
-            st.text(max_size=10).filter(lambda key: key not in KEYS),
+            st.text(max_size=10).filter(lambda key: key not in (*KEYS, *BEYOND_KEYS)),
         )
         chosen[draw(unknown)] = draw(junk())
     in_options = {key: draw(st.booleans()) for key in chosen}
@@ -595,7 +669,7 @@ def valid_option_arguments(
     return (options if options or draw(st.booleans()) else OMITTED), kwargs
 
 
-# -- the read model (SPEC section 3) --------------------------------------------------------
+# -- the read model (docs/api.md, "SocketReader") ------------------------------------------
 
 # Sizes below sys.maxsize only, -1 as the only negative read() size, no bool
 # sizes and no None for read1(): each of those is pinned by a regression test
@@ -702,7 +776,12 @@ def payloads() -> st.SearchStrategy[bytes]:
 
 
 class ReadModel:
-    """What the peer sent and what is left; checks each read against SPEC section 3."""
+    """What the peer sent and what is left; checks each read against io's rules.
+
+    A read returns the next bytes in order, never drops or repeats one, and at
+    EOF returns b"" every time; readexactly() and readuntil() raise
+    IncompleteReadError with every byte left in `.partial`, as in asyncio.
+    """
 
     def __init__(self, sent: bytes) -> None:
         self.sent = sent
