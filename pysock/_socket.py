@@ -244,13 +244,23 @@ class Socket:
         binary-safe chunks, however long its lines are. The socket is closed
         when the peer's data ends, when a read fails, and when the framework
         calls ``close()`` on the iterator at the end of the response (a client
-        that went away included).
+        that went away included). A read error in the middle is logged at
+        WARNING on the ``pysock`` logger, naming this socket's address, before
+        it reaches the server: servers take a `ConnectionError` for a client
+        that went away and may drop it unlogged.
+
+        Waits for the connection to open (within the connect timeout), so that
+        an opening error is raised here, in the view, where the framework
+        answers 500 and logs it, and not later inside the server's iteration.
 
         Iterating ``readable`` itself yields lines (the io convention).
 
         Raises:
-            TypeError: `chunk_size` is not an int.
-            ValueError: `chunk_size` is below 1.
+            TypeError: `chunk_size` is not an int (the socket is left as it was).
+            ValueError: `chunk_size` is below 1 (the socket is left as it was).
+            ConnectError, TLSError, SocketTimeout: the opening failed (or its
+                deadline passed); the socket is closed.
+            SocketClosedError: the socket was closed while connecting.
         """
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool):
             raise TypeError(f"chunk_size must be an int, not {type(chunk_size).__name__}")
