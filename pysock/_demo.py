@@ -3,13 +3,19 @@
 Each part starts its own one-connection server on 127.0.0.1 (port 0) in a
 thread, written with the standard library, and drives it with pysock's public
 API: (1) plain TCP with a half-close, (2) TLS from the first byte, (3) an
-SMTP-like STARTTLS upgrade, then a connection to a refused port. Parts 2 and 3
-need certificates from ``trustme`` (in the ``test`` extra, which
-``make install`` installs) and are skipped with a note when it is missing.
+SMTP-like STARTTLS upgrade, (4) the destination guard refusing loopback, (5)
+a connection to a port where nothing listens. Parts 2 and 3 need
+certificates from ``trustme`` (in the ``test`` extra, which ``make install``
+installs) and are skipped with a note when it is missing.
 
-Lines: ``->`` the client sends, ``<-`` the client receives, ``==`` a future
-completed or a state was read. Every blocking call has a timeout. Exit status
-0 on success; 1 with a one-line error otherwise.
+The transcript reads like a session at the Python prompt: each ``>>>`` line
+is the call the demo really made, as you would type it (with a ``#`` comment
+saying what it does), followed by what it returned (nothing for None, as at
+the prompt) or the error it raised. An error number is always shown the same
+way, compared with its portable name (``error.errno == errno.ECONNREFUSED``),
+since the numbers differ between systems. ``==`` lines head each part. Every
+blocking call has a timeout. Exit status 0 on success; 1 with a one-line
+error otherwise.
 """
 
 from __future__ import annotations
@@ -44,16 +50,48 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def write(sock: Socket, data: bytes) -> None:
-    say(f"-> write {data!r}")
-    sock.writable.write(data)
+def show(code: str, note: str = "") -> None:
+    """Print `code` as typed at the Python prompt, with a comment saying what it does."""
+    say(f">>> {code}  # {note}" if note else f">>> {code}")
 
 
-def expect_line(sock: Socket, want: bytes) -> None:
+def echo(value: object) -> None:
+    """Print a result as the Python prompt does: its repr, and nothing for None."""
+    if value is not None:
+        say(repr(value))
+
+
+def write(name: str, sock: Socket, data: bytes, note: str = "") -> None:
+    show(f"{name}.writable.write({data!r})", note)
+    echo(sock.writable.write(data))
+
+
+def expect_line(name: str, sock: Socket, want: bytes, note: str = "") -> None:
+    show(f"{name}.readable.readline()", note)
     got = sock.readable.readline()
-    say(f"<- read {got!r}")
+    echo(got)
     if got != want:
         raise DemoError(f"expected {want!r}, read {got!r}")
+
+
+def check_connect_error(error: Optional[BaseException]) -> ConnectError:
+    """Show the opening's error by its class and message (its repr would show the errno
+    as a bare number: `show_errno` shows it, the one way)."""
+    show("isinstance(error, ConnectError)", "the opening failed")
+    echo(isinstance(error, ConnectError))
+    if not isinstance(error, ConnectError):
+        raise DemoError(f"expected a ConnectError, got {error!r}")
+    show("print(error)")
+    say(str(error))
+    return error
+
+
+def show_errno(error: OSError, name: str) -> None:
+    """The one way the transcript shows an errno: compared with its portable name."""
+    show(f"error.errno == errno.{name}", f"{name} is {getattr(errno, name)} on this system")
+    echo(error.errno == getattr(errno, name))
+    if error.errno != getattr(errno, name):
+        raise DemoError(f"expected errno {name}, got {error.errno}")
 
 
 # -- the servers ---------------------------------------------------------------------
@@ -189,130 +227,153 @@ def tls_contexts(certs: Certs) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 def part_plain() -> None:
     say("\n== part 1: plain TCP, an echo server that answers once more after EOF")
     with Server(plain_server) as server:
-        say(f'-> connect("{server.address}")')
+        show(f"sock = connect({server.address!r}, timeout={TIMEOUT})", "returns at once")
         with connect(server.address, timeout=TIMEOUT) as sock:
-            open_at_write = sock.opened.done()
-            say(f"   {sock!r}")
-            write(sock, b"hello\n")
-            if open_at_write:
-                say("   (opened.done() was already True: on loopback, connect() opened it)")
-            else:
-                say("   (opened.done() was False at that write: it waited for the connection)")
-            say(f"== opened: {sock.opened.result(TIMEOUT)}")
-            say(f"   {sock!r}")
-            expect_line(sock, b"echo: hello\n")
+            show("sock", "connecting or, on loopback, already open")
+            echo(sock)
+            write("sock", sock, b"hello\n", "waits until the connection is open")
+            show(f"sock.opened.result({TIMEOUT})", "the connection's endpoints")
+            echo(sock.opened.result(TIMEOUT))
+            expect_line("sock", sock, b"echo: hello\n")
             half_close(sock)
 
 
 def half_close(sock: Socket) -> None:
-    write(sock, b"the end\n")
-    say("-> writable.close()   (half-close: the server reads EOF)")
+    write("sock", sock, b"the end\n")
+    show("sock.writable.close()", "half-close: the server reads EOF; reading goes on")
     sock.writable.close()
-    say(f"   {sock!r}")
-    if sock.closed.done():
-        say("   (the answer and the EOF were already in: the connection is over,")
-        say("   and the bytes that came before the EOF stay readable)")
-    else:
-        say("   (the write side is closed; reading goes on)")
-    expect_line(sock, b"EOF seen after 8 more bytes; bye\n")
-    say(f"<- read {sock.readable.read()!r}   (the server's EOF)")
-    say(f"== closed: {sock.closed.result(TIMEOUT)}")
-    say(f"   {sock!r}")
+    expect_line("sock", sock, b"EOF seen after 8 more bytes; bye\n")
+    show("sock.readable.read()", "up to the server's EOF: nothing more")
+    echo(sock.readable.read())
+    show(f"sock.closed.result({TIMEOUT})", "None: a clean end, both directions closed")
+    echo(sock.closed.result(TIMEOUT))
+    show("sock")
+    echo(sock)
+
+
+def client_context(certs: Certs, alpn: Optional[list[str]] = None) -> ssl.SSLContext:
+    """The client's context, shown as the calls that make it."""
+    show("ctx = ssl.create_default_context()", "verifies certificates and hostnames")
+    show("ca.configure_trust(ctx)", "ca: the trustme.CA that issued the server's certificate")
+    client = tls_contexts(certs)[1]
+    if alpn is not None:
+        show(f"ctx.set_alpn_protocols({alpn!r})")
+        client.set_alpn_protocols(alpn)
+    return client
 
 
 def part_tls(certs: Certs) -> None:
     say('\n== part 2: TLS (secure_transport="on"), an echo server offering ALPN h2, http/1.1')
-    server_ctx, client_ctx = tls_contexts(certs)
+    server_ctx = tls_contexts(certs)[0]
     server_ctx.set_alpn_protocols(["h2", "http/1.1"])
-    client_ctx.set_alpn_protocols(["http/1.1"])
+    client_ctx = client_context(certs, ["http/1.1"])
     with Server(tls_echo_server(server_ctx)) as server:
-        say(f'-> connect("{server.address}", secure_transport="on", tls_context=ctx)')
-        say('   (ctx trusts the demo CA; ctx.set_alpn_protocols(["http/1.1"]))')
+        show(
+            f"sock = connect({server.address!r}, secure_transport='on', tls_context=ctx, "
+            f"timeout={TIMEOUT})"
+        )
         with connect(
             server.address, secure_transport="on", tls_context=client_ctx, timeout=TIMEOUT
         ) as sock:
-            say(f"== opened: {sock.opened.result(TIMEOUT)}")
+            show(f"sock.opened.result({TIMEOUT})", "after the TLS handshake")
+            echo(sock.opened.result(TIMEOUT))
             tls = sock.tls
             if tls is None:
                 raise DemoError("sock.tls is None after opened")
-            say(f"== tls.version={tls.version!r} tls.cipher={tls.cipher!r} tls.alpn={tls.alpn!r}")
-            names = tls.peer_certificate["subjectAltName"]
-            say(f"== tls.peer_certificate['subjectAltName']: {names}")
-            write(sock, b"hello over TLS\n")
-            expect_line(sock, b"hello over TLS\n")
-            say("-> close()   (sends close_notify)")
-        say(f"== closed: {sock.closed.result(TIMEOUT)}   {sock!r}")
+            show("sock.tls.version, sock.tls.cipher, sock.tls.alpn")
+            echo((tls.version, tls.cipher, tls.alpn))
+            show("sock.tls.peer_certificate['subjectAltName']")
+            echo(tls.peer_certificate["subjectAltName"])
+            write("sock", sock, b"hello over TLS\n")
+            expect_line("sock", sock, b"hello over TLS\n")
+            show("sock.close()", "sends close_notify")
+            sock.close()
+        show(f"sock.closed.result({TIMEOUT})", "None: a clean end")
+        echo(sock.closed.result(TIMEOUT))
 
 
 def part_starttls(certs: Certs) -> None:
     say('\n== part 3: STARTTLS (secure_transport="starttls"), an SMTP-like server')
-    server_ctx, client_ctx = tls_contexts(certs)
+    server_ctx = tls_contexts(certs)[0]
+    client_ctx = client_context(certs)
     with Server(smtp_server(server_ctx)) as server:
-        say(f'-> connect("{server.address}", secure_transport="starttls", tls_context=ctx)')
+        show(
+            f"sock = connect({server.address!r}, secure_transport='starttls', tls_context=ctx, "
+            f"timeout={TIMEOUT})"
+        )
         with connect(
             server.address, secure_transport="starttls", tls_context=client_ctx, timeout=TIMEOUT
         ) as sock:
-            expect_line(sock, b"220 demo ESMTP\r\n")
-            write(sock, b"EHLO client\r\n")
-            expect_line(sock, b"250-demo\r\n")
-            expect_line(sock, b"250 STARTTLS\r\n")
-            write(sock, b"STARTTLS\r\n")
-            expect_line(sock, b"220 Go ahead\r\n")
-            say("-> tls_sock = sock.start_tls()")
+            expect_line("sock", sock, b"220 demo ESMTP\r\n", "plaintext until start_tls()")
+            write("sock", sock, b"EHLO client\r\n")
+            expect_line("sock", sock, b"250-demo\r\n")
+            expect_line("sock", sock, b"250 STARTTLS\r\n")
+            write("sock", sock, b"STARTTLS\r\n")
+            expect_line("sock", sock, b"220 Go ahead\r\n")
+            show("tls_sock = sock.start_tls()", "a new Socket: TLS over the same connection")
             with sock.start_tls() as tls_sock:
                 upgraded_on_tls(sock, tls_sock)
-                say("-> tls_sock.close()")
-            say(f"== closed: {tls_sock.closed.result(TIMEOUT)}   {tls_sock!r}")
+                show("tls_sock.close()")
+                tls_sock.close()
+            show(f"tls_sock.closed.result({TIMEOUT})", "None: a clean end")
+            echo(tls_sock.closed.result(TIMEOUT))
 
 
 def upgraded_on_tls(sock: Socket, tls_sock: Socket) -> None:
-    say(f"== old socket: upgraded={sock.upgraded} closed: {sock.closed.result(TIMEOUT)}")
-    say(f"   {sock!r}")
+    show("sock.upgraded", "the old socket is done, its closed future complete")
+    echo(sock.upgraded)
+    show("sock")
+    echo(sock)
+    show("sock.readable.readline()", "the old socket's streams are closed")
     try:
         sock.readable.readline()
     except SocketClosedError as exc:
-        say(f"== old socket: readable.readline() raises SocketClosedError: {exc}")
+        say(f"SocketClosedError: {exc}")
     else:
         raise DemoError("the old socket's readable still reads after start_tls()")
-    say(f"== new socket opened: {tls_sock.opened.result(TIMEOUT)}")
+    show(f"tls_sock.opened.result({TIMEOUT})", "after the TLS handshake")
+    echo(tls_sock.opened.result(TIMEOUT))
+    show("tls_sock.tls.version")
     tls = tls_sock.tls
-    say(f"== new socket: tls.version={tls.version if tls else None!r}   {tls_sock!r}")
-    write(tls_sock, b"EHLO client\r\n")
-    expect_line(tls_sock, b"250 demo\r\n")
-    write(tls_sock, b"QUIT\r\n")
-    expect_line(tls_sock, b"221 Bye\r\n")
+    echo(tls.version if tls else None)
+    write("tls_sock", tls_sock, b"EHLO client\r\n")
+    expect_line("tls_sock", tls_sock, b"250 demo\r\n")
+    write("tls_sock", tls_sock, b"QUIT\r\n")
+    expect_line("tls_sock", tls_sock, b"221 Bye\r\n")
 
 
 def part_refused() -> None:
-    say("\n== a port where nothing listens")
+    say("\n== part 5: a port where nothing listens")
     with socket.socket() as probe:  # bound, not listening: connections are refused
         probe.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{probe.getsockname()[1]}"
-        say(f'-> connect("{address}")')
+        show(f"sock = connect({address!r}, timeout={TIMEOUT})")
         with connect(address, timeout=TIMEOUT) as sock:
+            show(f"error = sock.opened.exception({TIMEOUT})", "the opening's error, or None")
             error = sock.opened.exception(TIMEOUT)
-    if not isinstance(error, ConnectError) or error.errno is None:
-        raise DemoError(f"expected a ConnectError with an errno, got {error!r}")
-    name = errno.errorcode.get(error.errno, "?")
-    say(f"== opened failed: ConnectError errno={error.errno} ({name}): {error}")
+            show_errno(check_connect_error(error), "ECONNREFUSED")
+            show("sock.close()")
+            sock.close()
 
 
 def part_guard() -> None:
     say("\n== part 4: beyond Workers, the destination guard for server-side code")
     with socket.create_server(("127.0.0.1", 0)) as listener:
         address = f"127.0.0.1:{listener.getsockname()[1]}"
-        say(f'-> connect("{address}", address_filter=deny_private)')
+        show(f"sock = connect({address!r}, address_filter=deny_private, timeout={TIMEOUT})")
         with connect(address, address_filter=deny_private, timeout=TIMEOUT) as sock:
+            show(f"error = sock.opened.exception({TIMEOUT})", "refused before any packet")
             error = sock.opened.exception(TIMEOUT)
+            show_errno(check_connect_error(error), "EACCES")
+            show("sock.close()")
+            sock.close()
         listener.setblocking(False)
         try:
             listener.accept()[0].close()
-            reached = True
         except BlockingIOError:
-            reached = False
-    if not isinstance(error, ConnectError) or error.errno != errno.EACCES or reached:
-        raise DemoError(f"expected a ConnectError with EACCES and no connection, got {error!r}")
-    say(f"== refused, and nothing reached the listener: ConnectError errno=EACCES: {error}")
+            say("# (and the listener saw no connection)")
+        else:
+            raise DemoError("the guard let a connection reach the listener")
 
 
 def main() -> int:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60  # A cold interpreter and three local servers on a loaded machine.
@@ -18,7 +21,7 @@ def test_make_demo_runs_the_demo_module() -> None:
     assert "-m pysock._demo" in recipe.group(1)
 
 
-def test_the_demo_prints_each_part_and_exits_0() -> None:
+def _run_demo() -> str:
     result = subprocess.run(
         [sys.executable, "-m", "pysock._demo"],
         cwd=ROOT,
@@ -29,23 +32,63 @@ def test_the_demo_prints_each_part_and_exits_0() -> None:
     out = result.stdout.decode()
     assert result.returncode == 0, out + result.stderr.decode()
     assert "Traceback" not in out + result.stderr.decode()
+    return out
+
+
+@pytest.fixture(scope="module")
+def transcript() -> str:
+    return _run_demo()
+
+
+def test_the_demo_prints_each_part_in_order(transcript: str) -> None:
     expected = [
         "== part 1: plain TCP",
-        "-> writable.close()",  # the half-close
-        "<- read b''",  # the server's EOF
-        "== closed: None",
+        ">>> sock = connect('127.0.0.1:",
+        ">>> sock.writable.write(b'hello\\n')",
+        ">>> sock.readable.readline()\nb'echo: hello\\n'\n",
+        ">>> sock.writable.close()",  # the half-close
+        ">>> sock.readable.read()  # up to the server's EOF: nothing more\nb''\n",
+        ">>> sock.closed.result(5.0)",
         "== part 2: TLS",
-        "tls.version='TLSv1.3'",
+        "tls_context=ctx",
+        "('TLSv1.3', ",
         "== part 3: STARTTLS",
-        "-> tls_sock = sock.start_tls()",
-        "== old socket: upgraded=True",
+        ">>> tls_sock = sock.start_tls()",
+        ">>> sock.upgraded",
+        "SocketClosedError: ",
+        ">>> tls_sock.readable.readline()\nb'221 Bye\\r\\n'\n",
         "== part 4: beyond Workers",
         "destination refused: 127.0.0.1 is a loopback address",
-        "== a port where nothing listens",
-        "ConnectError errno=111",
+        ">>> error.errno == errno.EACCES",
+        "== part 5: a port where nothing listens",
+        ">>> error.errno == errno.ECONNREFUSED",
         "== done in ",
     ]
-    positions = [out.find(text) for text in expected]
+    positions = [transcript.find(text) for text in expected]
     missing = [text for text, at in zip(expected, positions) if at < 0]
-    assert not missing, f"the demo transcript lacks {missing}:\n{out}"
-    assert positions == sorted(positions), f"the parts come out of order:\n{out}"
+    assert not missing, f"the demo transcript lacks {missing}:\n{transcript}"
+    assert positions == sorted(positions), f"the parts come out of order:\n{transcript}"
+
+
+def test_every_call_shown_is_python_a_reader_can_copy(transcript: str) -> None:
+    calls = [line[4:] for line in transcript.splitlines() if line.startswith(">>> ")]
+    assert len(calls) > 40, transcript
+    for call in calls:
+        ast.parse(call)  # a SyntaxError names the line
+    shown = "\n".join(calls)
+    for api in ("connect(", ".writable.write(", ".readable.readline()", ".start_tls()"):
+        assert api in shown, f"no call of {api} is shown:\n{transcript}"
+
+
+def test_errno_is_shown_one_way(transcript: str) -> None:
+    """By its portable name, compared at the prompt, the number only in that line's comment:
+    never `errno=111`, `ECONNREFUSED (111)` or an error's repr (`ConnectError(111, ...)`)."""
+    lines = [line for line in transcript.splitlines() if "errno" in line.lower()]
+    assert len(lines) == 2, lines
+    for line in lines:
+        match = re.fullmatch(
+            r">>> error\.errno == errno\.(E[A-Z]+)  # \1 is \d+ on this system", line
+        )
+        assert match, f"errno shown another way: {line!r}"
+    assert not re.search(r"ConnectError\(\d", transcript), "an error's repr shows its errno"
+    assert transcript.count("\nTrue\n") >= len(lines)
