@@ -127,7 +127,8 @@ def test_a_failing_filter_fails_the_opening(echo_server: Server) -> None:
     with sock:
         error = sock.opened.exception(WAIT)
     assert isinstance(error, pysock.ConnectError)
-    # SPEC 5: the cause is an OSError; the filter's own exception is behind it.
+    # As for every ConnectError, the cause is an OSError; the filter's own exception
+    # is behind it.
     assert isinstance(error.__cause__, OSError) and error.__cause__.errno == errno.EACCES
     assert isinstance(error.__cause__.__cause__, RuntimeError)
     assert "policy service down" in str(error)

@@ -1,4 +1,9 @@
-"""SPEC section 1: every argument is checked at the call, before any I/O."""
+"""Every argument is checked at the call, before any I/O.
+
+A mistake raises a TypeError or ValueError where it was made, with a message
+that names the fix, never later from the background thread, and nothing is
+opened.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC section 3: reading and writing over plain TCP."""
+"""Reading and writing over plain TCP (docs/api.md: SocketReader, SocketWriter)."""
 
 from __future__ import annotations
 
@@ -129,7 +129,8 @@ def test_readuntil_limit_leaves_the_data(serve: Callable[..., Server], timeout: 
     with connect(server.address, timeout=timeout) as sock:
         with pytest.raises(LimitOverrunError, match="limit of 50") as info:
             sock.readable.readuntil(b"\r\n", limit=50)
-        # A data condition, so a PysockError (SPEC 5); a ValueError as asyncio's.
+        # A data condition, not a bad argument, so a PysockError (only argument errors
+        # are plain TypeError/ValueError: docs/errors.md); a ValueError as asyncio's.
         assert isinstance(info.value, PysockError) and isinstance(info.value, ValueError)
         assert info.value.consumed >= 50
         assert sock.readable.readuntil(b"\r\n", limit=200) == b"x" * 100 + b"\r\n"

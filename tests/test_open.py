@@ -100,7 +100,7 @@ def test_refused_port(unused_port: int) -> None:
     with pytest.raises(ConnectError) as from_write:
         sock.writable.write(b"x")
     assert from_write.value is error
-    # Raised again and again, it keeps the OS error as its cause (SPEC section 5).
+    # Raised again and again, it keeps the OS error as its cause: what failed.
     assert isinstance(error.__cause__, ConnectionRefusedError)
     sock.close()
 

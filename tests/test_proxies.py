@@ -145,7 +145,7 @@ def test_a_refused_destination(proxy: Proxy, unused_port: int) -> None:
     assert f"127.0.0.1:{unused_port}" in str(error)
     assert "proxy" in str(error)
     assert error.errno is not None
-    assert isinstance(error.__cause__, OSError)  # SPEC section 5, as for a direct connect.
+    assert isinstance(error.__cause__, OSError)  # What failed, as for a direct connect.
     assert error.__cause__.errno == error.errno
     assert proxy.password is None or proxy.password not in str(error)
 
@@ -225,7 +225,7 @@ def test_a_remote_resolving_proxy_cannot_check_a_name(
     assert isinstance(error, pysock.ConnectError)
     assert error.errno == errno.EACCES
     assert "resolves names" in str(error)
-    assert isinstance(error.__cause__, OSError)  # SPEC section 5.
+    assert isinstance(error.__cause__, OSError)  # ConnectError's cause: what failed.
     assert echo_server.accepted == []
 
 

@@ -209,7 +209,7 @@ def test_start_tls_takes_its_options_by_position(
     server = serve(starttls_server(server_ctx))
     sock = connect(server.address, secure_transport="starttls")
     negotiate(sock)
-    with sock.start_tls("localhost", client_ctx) as tls:  # As SPEC section 4 lists them.
+    with sock.start_tls("localhost", client_ctx) as tls:  # By position, as api.md lists them.
         assert tls.opened.result(TIMEOUT).remote_address == server.address
     sock.close()
 

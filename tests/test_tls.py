@@ -1,4 +1,4 @@
-"""SPEC section 4 against stdlib TLS peers, over TLS 1.2 and 1.3."""
+"""TLS (docs/tls.md) against stdlib TLS peers, over TLS 1.2 and 1.3."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def test_a_handshake_cut_by_the_peer_is_a_tls_error_with_an_ssl_cause(
     with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
         error = sock.opened.exception(TIMEOUT)
     assert isinstance(error, TLSError)
-    assert isinstance(error.__cause__, ssl.SSLError)  # SPEC section 5.
+    assert isinstance(error.__cause__, ssl.SSLError)  # TLSError's cause: what failed.
 
 
 def test_a_client_certificate_refused_after_the_handshake_is_a_tls_error(
@@ -438,7 +438,7 @@ def test_a_stalled_handshake_never_stalls_another_socket(
     try:
         with connect(echo.address, secure_transport="on", tls_context=client_ctx) as sock:
             sock.writable.write(b"through\n")
-            assert sock.readable.readline() == b"through\n"  # SPEC section 1.
+            assert sock.readable.readline() == b"through\n"  # Not held up by the others.
         assert not any(sock.opened.done() for sock in stalled)
     finally:
         for sock in stalled:

@@ -1,1 +1,1 @@
-"""Issue 5: faults, load, signals, hostile input and security checks (run by make test)."""
+"""Faults, load, signals, hostile input and security (docs/reliability.md; run by make test)."""

@@ -107,7 +107,7 @@ PEER_OP: Final = {
 
 
 class Failure(AssertionError):
-    """An outcome the contract does not allow (wrong bytes, wrong error, wrong result)."""
+    """An outcome pysock's docs do not allow (wrong bytes, wrong error, wrong result)."""
 
 
 # -- bookkeeping ---------------------------------------------------------------------------
@@ -239,7 +239,7 @@ class Helper(threading.Thread):
 
 
 class Operation:
-    """One connection through one operation; raises `Failure` on a breach of the contract.
+    """One connection through one operation; raises `Failure` on a broken promise.
 
     On success `outcome` names how it ended: ``ok``, or the expected error
     class of a fault operation.

@@ -1,4 +1,4 @@
-"""Fault injection (issue 5): each fault at each point of a transfer where it makes sense.
+"""Fault injection: each fault at each point of a transfer where it makes sense.
 
 Faults: peer reset, peer FIN (with allow_half_open False and True), a peer that
 stops reading, one that stops writing, a server that never speaks, a full
@@ -8,11 +8,12 @@ reader. Points: before open, mid-handshake, mid-read (a thread blocked in a
 read), mid-write (a thread blocked in a write on full buffers) and idle (no
 thread in the socket, `closed` fed by the selector thread).
 
-Each test asserts the error class (SPEC sections 3 to 5), that its message
-names host:port, that ``closed`` completes with that error (or None for a
-clean end) within a bounded wait, and that every blocked thread wakes. The
-autouse ``no_leaks`` fixture checks descriptors and threads. Where SPEC is
-silent, a comment says what was chosen and why.
+Each test asserts the error class (docs/errors.md: named by who caused the
+failure), that its message names host:port, that ``closed`` completes with
+that error (or None for a clean end) within a bounded wait, and that every
+blocked thread wakes. The autouse ``no_leaks`` fixture checks descriptors and
+threads. Where the docs do not say which error a fault gives, a comment says
+what was chosen and why.
 
 The peers are stdlib sockets in threads; TLS peers run an ``ssl.SSLObject``
 over memory BIOs (`_fault_peers.TlsChannel`) so that a test decides exactly
@@ -107,8 +108,9 @@ def tls(request: pytest.FixtureRequest, ca: trustme.CA, leaf: trustme.LeafCert) 
     return _transport(request.param, ca, leaf)
 
 
-# TLS 1.2 cannot half-close (SPEC section 4: writable.close() raises there), so the
-# allow_half_open=True cases run over TCP and TLS 1.3.
+# TLS 1.2 cannot half-close (RFC 5246 section 7.2.1: a close_notify is answered by
+# closing, so writable.close() raises there), so the allow_half_open=True cases run
+# over TCP and TLS 1.3.
 HALF_OPEN_CASES = [
     ("tcp", False),
     ("tcp", True),
@@ -140,7 +142,7 @@ def read_until_error(sock: Socket) -> tuple[bytes, BaseException]:
 
 
 def raises_same(call: Callable[[], object], error: BaseException) -> None:
-    """`call` raises exactly `error` (SPEC 3: reads and writes raise the opening error)."""
+    """`call` raises exactly `error` (every read and write raises the error that failed it)."""
     with pytest.raises(type(error)) as info:
         call()
     assert info.value is error
@@ -167,8 +169,8 @@ def test_reset_before_open_is_a_connect_error(transport: Transport, unused_port:
 def test_hang_up_during_the_handshake_is_a_tls_error(
     serve: Callable[..., Server], tls: Transport, sent: str, ending: str
 ) -> None:
-    # SPEC is silent on a FIN or reset mid-handshake; chosen: TLSError ("handshake
-    # failed"), since the connection never opened, with the OS or ssl error as cause.
+    # A FIN or reset mid-handshake; chosen: TLSError ("handshake failed"), since the
+    # connection never opened, with the OS or ssl error as cause.
     go = threading.Event()
 
     def peer(conn: socket.socket) -> None:
@@ -379,7 +381,7 @@ def test_peer_end_during_a_blocked_write(
         else:
             error = writer.raised(BrokenSocketError)
             assert server.address in str(error) and "allow_half_open=False" in str(error)
-            # SPEC is silent; chosen: the peer ended the connection cleanly and
+            # Chosen: the peer ended the connection cleanly and
             # allow_half_open=False ends ours with it, so `closed` completes with None,
             # as on an idle socket; the write that could not finish reports the loss.
             assert sock.closed.result(WAKE) is None
@@ -415,7 +417,8 @@ def test_peer_end_of_an_idle_socket(
                 sock.writable.write(b"too late")
             assert server.address in str(info.value)
         assert sock.closed.result(WAKE) is None
-        # Bytes that arrived before the end stay readable after `closed` (SPEC 3).
+        # Bytes that arrived before the end stay readable after `closed`: no byte
+        # pysock received is ever dropped.
         assert sock.readable.read() == b"bye"
         assert sock.readable.read() == b""
     join_peers(server)
@@ -429,9 +432,9 @@ def test_half_open_write_to_a_peer_that_closed_completely(
     # allow_half_open=True keeps our write side open after the peer's EOF, but this
     # peer closed its socket outright: the kernel accepts our write, the peer's
     # kernel answers with RST, and `closed` fails with BrokenSocketError, with
-    # nobody reading (SPEC 3: a peer reset). SPEC is silent on the first write:
-    # it succeeds, since the kernel took the bytes (SPEC 3: write() returns when
-    # all of it is handed to the kernel).
+    # nobody reading (a peer reset). The first write succeeds, since the kernel took
+    # the bytes (write() returns once all of it is handed to the kernel, not when
+    # the peer has it).
     def peer(conn: socket.socket) -> None:
         channel = transport.channel(conn)
         channel.send(b"bye")
@@ -500,8 +503,8 @@ def test_close_wakes_a_write_blocked_on_a_peer_that_stops_reading(
     writer = Call(lambda: sock.writable.write(payload), "writer")
     writer.assert_blocked()
     sock.close()
-    # SPEC 3: close() wakes the blocked write with SocketClosedError; your code closed
-    # it, so `closed` is None and done when close() returns.
+    # close() wakes the blocked write with SocketClosedError; your code closed it
+    # (no failure of the connection), so `closed` is None and done when close() returns.
     writer.raised(SocketClosedError)
     assert sock.closed.result(0) is None
     release.set()
@@ -587,8 +590,9 @@ def test_silent_tls_server_connect_timeout(
     serve: Callable[..., Server], transport: Transport, deadline: str
 ) -> None:
     # The server takes the ClientHello and never answers: `connect_timeout` (which
-    # defaults to `timeout`) covers the handshake (SPEC 1). Its SocketTimeout names
-    # host:port (SPEC is silent there; a careful user wants to know which one).
+    # defaults to `timeout`) covers the handshake, so a server that stalls it cannot
+    # hang the opening. Its SocketTimeout names host:port (a careful user wants to
+    # know which connection timed out).
     server = serve(drain)
     if deadline == "timeout":
         sock = transport.connect(server.address, timeout=CONNECT_DEADLINE)
@@ -632,8 +636,8 @@ def test_full_backlog_connect_timeout(blackhole: Blackhole, transport: Transport
 def test_the_connect_deadline_never_breaks_an_open_connection(
     serve: Callable[..., Server], transport: Transport
 ) -> None:
-    # The deadline belongs to opening (SPEC 1: "one deadline for DNS, every connection
-    # attempt and the TLS handshake"): once open, it must never fire. It once did in
+    # The deadline belongs to opening (one deadline for DNS, every connection attempt
+    # and the TLS handshake: docs/api.md): once open, it must never fire. It once did in
     # about one connection in 200 (a timer set too late to be cancelled by the open,
     # then allowed to fail an open connection). To make that interleaving certain, a
     # profile hook in this thread holds connect() at the start of
@@ -707,7 +711,7 @@ def test_garbage_instead_of_server_hello_is_a_tls_error(
 def test_garbage_record_after_the_handshake_is_a_broken_socket(
     serve: Callable[..., Server], tls: Transport
 ) -> None:
-    # SPEC is silent; chosen: BrokenSocketError, since the connection was open and
+    # Chosen: BrokenSocketError, since the connection was open and
     # the peer (or the network) broke it, like any record-layer failure after open.
     go = threading.Event()
 
@@ -736,7 +740,7 @@ def test_garbage_record_after_the_handshake_is_a_broken_socket(
 # -- truncated TLS records ------------------------------------------------------------------
 
 TRUNCATIONS = [
-    ("whole records", "fin"),  # a TCP FIN without close_notify (SPEC 4)
+    ("whole records", "fin"),  # a FIN without close_notify: anyone on the path can forge it
     ("in the header", "fin"),
     ("in the body", "fin"),
     ("in the header", "reset"),
@@ -782,7 +786,7 @@ def test_truncated_record_stream_is_a_broken_socket(
             closed_error = sock.closed.exception(WAKE)  # nobody reads
             assert isinstance(closed_error, BrokenSocketError)
             error = closed_error
-            # SPEC 3 keeps bytes that came before a clean end readable; pysock does the
+            # Bytes that came before a clean end stay readable; pysock does the
             # same for the whole records before a ragged end. After a reset, what the
             # kernel still held may be lost (TCP drops it on Linux): either way the
             # stream never ends cleanly and never yields a wrong byte.

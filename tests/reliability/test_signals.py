@@ -1,4 +1,4 @@
-"""Issue 5, processes and signals: Ctrl-C, fork() and interpreter exit (SPEC sections 3, 6).
+"""Processes and signals: Ctrl-C, fork() and interpreter exit (docs/reliability.md).
 
 Ctrl-C and exit run in child interpreters (`_child_scripts`), which measure
 their own timings with `time.monotonic()`; the parent only collects the
@@ -39,7 +39,9 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 # Generous: a child runs for about a second, on a shared, loaded machine. Below
 # pytest-timeout's 60 s, so that a hung child is killed and reported here.
 CHILD_TIMEOUT: Final = 40.0
-# The issue's bounds, measured in the child.
+# The bounds docs/reliability.md promises, measured in the child: Ctrl-C stops a
+# blocking call before a person at the terminal presses it again, and exit never
+# waits on pysock's thread.
 INTERRUPT_BOUND: Final = 0.5
 EXIT_BOUND: Final = 1.0
 # How long a child may keep running after its main thread returned before the
@@ -105,7 +107,7 @@ def timeout_id(timeout: Optional[float]) -> str:
     return f"timeout={timeout}"
 
 
-# -- Ctrl-C during a blocking call in the main thread (SPEC section 3) -------------------
+# -- Ctrl-C during a blocking call in the main thread: promptly interrupted --------------
 
 
 @functools.cache
@@ -204,7 +206,7 @@ def test_an_interrupted_open_leaves_the_socket_connecting(
     assert report["leaked_fds"] == []
 
 
-# -- os.fork() while the parent's sockets and its loop are busy (SPEC section 6) ---------
+# -- os.fork() while the parent's sockets and its loop are busy --------------------------
 
 # Timeouts for the fork scenario: None (blocking sockets and the C fast path) and
 # one long enough that no blocked call times out while the child runs.
@@ -562,7 +564,7 @@ def test_fork_leaves_the_parents_sockets_working(timeout: Optional[float]) -> No
     assert observed["connecting_state"].endswith(" connecting>")
 
 
-# -- interpreter exit (SPEC section 6: the selector thread stops at exit) ----------------
+# -- interpreter exit (the selector thread stops at exit, never holding it) --------------
 
 
 @pytest.mark.parametrize("timeout", TIMEOUTS, ids=timeout_id)
