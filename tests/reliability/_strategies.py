@@ -83,7 +83,7 @@ SHORT_TIMEOUT: Final = 2.0
 
 @dataclass
 class Verdict:
-    """What the contract allows for one `connect()` call."""
+    """The argument errors pysock may raise for one `connect()` call (any one of them)."""
 
     errors: set[type[Exception]] = field(default_factory=set)
     host: Optional[str] = None
