@@ -12,10 +12,13 @@ including when the HTTP client goes away in the middle.
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import queue
 import socket
+import struct
 import threading
+import time
 import wsgiref.simple_server
 from concurrent import futures
 from contextlib import contextmanager
@@ -29,9 +32,9 @@ from django.conf import settings  # type: ignore[import-untyped]
 from django.http import StreamingHttpResponse  # type: ignore[import-untyped]
 from django.urls import path  # type: ignore[import-untyped]
 
-from pysock import Socket, SocketReader, connect
+from pysock import BrokenSocketError, ConnectError, Socket, SocketReader, SocketTimeout, connect
 
-from ._servers import PEER_TIMEOUT, Server
+from ._servers import PEER_TIMEOUT, Blackhole, Server
 
 WsgiApp = Callable[..., Any]
 CHUNK = 64 * 1024  # The default chunk size of Socket.stream().
@@ -69,6 +72,13 @@ def open_upstream(selector: bytes) -> Socket:
     sock = connect(UPSTREAM.address, timeout=PEER_TIMEOUT)
     UPSTREAM.sockets.append(sock)
     sock.writable.write(selector + b"\r\n")
+    return sock
+
+
+def open_upstream_unwritten() -> Socket:
+    """Connect and write nothing (a server that speaks first): ``stream()`` waits for the open."""
+    sock = connect(UPSTREAM.address, timeout=PEER_TIMEOUT)
+    UPSTREAM.sockets.append(sock)
     return sock
 
 
@@ -138,6 +148,22 @@ def wait_for_eof(conn: socket.socket) -> str:
     return "eof"
 
 
+class ResetAfter:
+    """A handler that reads the selector line, sends `first`, waits for `go`, then resets."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+        self.go = threading.Event()
+
+    def __call__(self, conn: socket.socket) -> None:
+        read_line(conn)
+        conn.sendall(self.first)
+        assert self.go.wait(PEER_TIMEOUT), "the test never let the peer go on"
+        # SO_LINGER with a zero timeout: close() sends a reset (RST), not a FIN.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+
 class Flooder:
     """A handler that sends 64 KiB chunks until the other side goes away (bounded)."""
 
@@ -199,6 +225,11 @@ def flask_stream() -> flask.Response:
     return flask.Response(open_upstream(b"/stream").stream(), mimetype="application/octet-stream")
 
 
+@flask_app.route("/unwritten")
+def flask_unwritten() -> flask.Response:
+    return flask.Response(open_upstream_unwritten().stream(), mimetype="text/plain")
+
+
 @flask_app.route("/lines")
 def flask_lines() -> flask.Response:
     return flask.Response(open_upstream(b"/lines").readable, mimetype="text/plain")
@@ -217,6 +248,10 @@ def django_stream(request: Any) -> Any:
     return StreamingHttpResponse(sock.stream(), content_type="application/octet-stream")
 
 
+def django_unwritten(request: Any) -> Any:
+    return StreamingHttpResponse(open_upstream_unwritten().stream(), content_type="text/plain")
+
+
 def django_lines(request: Any) -> Any:
     return StreamingHttpResponse(open_upstream(b"/lines").readable, content_type="text/plain")
 
@@ -227,6 +262,7 @@ def django_readable(request: Any) -> Any:
 
 urlpatterns = [
     path("stream", django_stream),
+    path("unwritten", django_unwritten),
     path("lines", django_lines),
     path("readable", django_readable),
 ]
@@ -352,7 +388,9 @@ def test_streams_before_the_peer_is_done(site: Site, upstream: Callable[..., Non
     assert peer.wait_outcome() == "eof"
 
 
-def test_client_going_away_closes_the_socket(site: Site, upstream: Callable[..., None]) -> None:
+def test_client_going_away_closes_the_socket(
+    site: Site, upstream: Callable[..., None], caplog: pytest.LogCaptureFixture
+) -> None:
     peer = Peer([b"x" * 1000], send_eof=False)  # Then it waits, and sends no EOF.
     upstream(peer)
     response = site.get("/stream")
@@ -361,6 +399,71 @@ def test_client_going_away_closes_the_socket(site: Site, upstream: Callable[...,
     wait_closed(the_socket())
     assert peer.wait_outcome() in ("eof", "reset")  # Closed from our side, not by its timeout.
     assert list(response.chunks) == []
+    assert pysock_warnings(caplog) == []  # A client gone is no failure of the upstream.
+
+
+def pysock_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "pysock" and r.levelno >= logging.WARNING
+    ]
+
+
+def test_refused_upstream_fails_in_the_view(
+    site: Site, upstream: Callable[..., None], unused_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``stream()`` waits for the open, so the error is the view's: a 500 the framework logs."""
+    UPSTREAM.address = f"127.0.0.1:{unused_port}"
+    if isinstance(site, FlaskSite):
+        response = flask_app.test_client().get("/unwritten")
+        assert response.status_code == 500
+        assert "Exception on /unwritten [GET]" in caplog.text
+    else:
+        from django.test import Client
+
+        with pytest.raises(ConnectError):  # Django's test client raises the view's error.
+            Client().get("/unwritten")
+    sock = the_socket()
+    assert isinstance(sock.opened.exception(0), ConnectError)
+    assert sock.closed.done()  # stream() closed it: no ResourceWarning, no leaked descriptor.
+    assert pysock_warnings(caplog) == []  # The framework reports it, not pysock.
+
+
+def test_upstream_reset_mid_stream_logs_a_warning(
+    site: Site, upstream: Callable[..., None], caplog: pytest.LogCaptureFixture
+) -> None:
+    peer = ResetAfter(b"the first part, before the crash\n" * 100)
+    upstream(peer)
+    response = site.get("/stream")
+    try:
+        received = b""
+        for _ in range(len(peer.first)):  # Bounded; one chunk on loopback.
+            received += next(response.chunks)
+            if len(received) >= len(peer.first):
+                break
+        assert received == peer.first
+        peer.go.set()
+        with pytest.raises(BrokenSocketError):
+            next(response.chunks)
+    finally:
+        peer.go.set()
+        response.close()
+    wait_closed(the_socket())
+    assert pysock_warnings(caplog) == [
+        f"{UPSTREAM.address}: the upstream failed mid-stream after {len(peer.first)} bytes, "
+        "the response is cut short: BrokenSocketError: "
+        f"connection to {UPSTREAM.address} broken: Connection reset by peer"
+    ]
+
+
+def test_stream_waits_for_the_open_within_the_connect_timeout(blackhole: Blackhole) -> None:
+    sock = connect(blackhole.address, connect_timeout=0.2, timeout=PEER_TIMEOUT)
+    started = time.monotonic()
+    with pytest.raises(SocketTimeout):
+        sock.stream()
+    assert time.monotonic() - started < PEER_TIMEOUT  # The connect deadline, not the read timeout.
+    assert sock.closed.done()
 
 
 def test_readable_streams_lines(site: Site, upstream: Callable[..., None]) -> None:
