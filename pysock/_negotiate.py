@@ -9,15 +9,21 @@ refusal is a `StartTlsError` naming what the server answered, escaped.
 Every reply is read with ``readline(limit)``: a server cannot make a preamble
 buffer more than `_LINE_LIMIT` bytes per line. pysock's own check then refuses
 the upgrade if the server sent anything after its go-ahead (CVE-2011-0411).
+
+A ``timeout`` bounds the exchange as a whole. The socket's own per-call
+timeout bounds each read, but a server that trickles a ``250-`` line every
+second keeps every read short and the exchange endless; so a watchdog thread
+closes the socket when the time is up, which wakes the blocked read at once.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Callable, Final
+import threading
+from typing import Callable, Final, Optional
 
 from ._socket import Socket
-from .errors import IncompleteReadError, PysockError, StartTlsError
+from .errors import IncompleteReadError, PysockError, SocketTimeout, StartTlsError
 
 __all__ = ["PROTOCOLS", "escape", "negotiate"]
 
@@ -29,8 +35,43 @@ _PG_SSL_REQUEST: Final = struct.pack("!II", 8, 80877103)
 Say = Callable[[str], None]
 
 
-def negotiate(sock: Socket, protocol: str, host: str, say: Say) -> None:
-    """Run `protocol`'s STARTTLS preamble on `sock`; raise `StartTlsError` if refused."""
+def negotiate(
+    sock: Socket, protocol: str, host: str, say: Say, timeout: Optional[float] = None
+) -> None:
+    """Run `protocol`'s STARTTLS preamble on `sock`, within `timeout` seconds as a whole.
+
+    Args:
+        sock: an open ``secure_transport="starttls"`` socket.
+        protocol: a key of `PROTOCOLS`.
+        host: the server's name, for the protocols that send it (XMPP's ``to``).
+        say: called with each line exchanged, escaped.
+        timeout: seconds for the whole exchange; None waits as long as the socket's
+            own ``timeout`` lets each call wait.
+
+    Raises:
+        StartTlsError: the server refused TLS, closed the connection, or does not
+            speak `protocol`; the socket is left open for the caller to close.
+        SocketTimeout: `timeout` passed, or one call waited the socket's
+            ``timeout``; the socket may be closed.
+    """
+    watchdog = _Watchdog(timeout, sock.close)
+    try:
+        _exchange(sock, protocol, host, say)
+    except PysockError as exc:
+        # The watchdog's close() shows as SocketClosedError in the blocked call.
+        if not (watchdog.stop() or (isinstance(exc, SocketTimeout) and timeout is not None)):
+            raise
+    else:
+        if not watchdog.stop():
+            return
+    finally:
+        watchdog.stop()
+    raise SocketTimeout(
+        f"{protocol}: the STARTTLS exchange with {_peer(sock)} timed out after {timeout:g}s"
+    )
+
+
+def _exchange(sock: Socket, protocol: str, host: str, say: Say) -> None:
     try:
         PROTOCOLS[protocol](sock, host, say)
     except IncompleteReadError as exc:
@@ -41,6 +82,43 @@ def negotiate(sock: Socket, protocol: str, host: str, say: Say) -> None:
         if isinstance(exc, PysockError):
             raise
         raise StartTlsError(f"{protocol}: the server's answer is not {protocol}: {exc}") from exc
+
+
+class _Watchdog:
+    """Runs `action` in a timer thread after `seconds`, unless stopped first."""
+
+    def __init__(self, seconds: Optional[float], action: Callable[[], None]) -> None:
+        self._lock = threading.Lock()
+        self._stopped = self._fired = False
+        self._action = action
+        self._timer: Optional[threading.Timer] = None
+        if seconds is not None:
+            self._timer = threading.Timer(seconds, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:  # Once stop() has returned False, the action never runs.
+            if self._stopped:
+                return
+            self._fired = True
+        self._action()
+
+    def stop(self) -> bool:
+        """Stop it (idempotent); True if the action ran or is running."""
+        with self._lock:
+            self._stopped = True
+            fired = self._fired
+        if self._timer is not None:
+            self._timer.cancel()
+        return fired
+
+
+def _peer(sock: Socket) -> str:
+    opened = sock.opened
+    if opened.done() and opened.exception() is None:
+        return opened.result().remote_address
+    return "the server"
 
 
 def _send(sock: Socket, line: bytes, say: Say) -> None:

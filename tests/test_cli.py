@@ -3,38 +3,69 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 import trustme
 
+from pysock._negotiate import PROTOCOLS
+
 from ._proxies import Proxy, dante_proxy  # noqa: F401 (fixtures)
 from ._real_servers import (  # noqa: F401 (fixtures)
     ChildServer,
+    ipv6_loopback_works,
     pg_startup_message,
     postgres,
     smtp_server,
 )
-from ._servers import Server, recv_all
+from ._servers import Server, echo, recv_all
 from ._tls_peers import close_cleanly, server_context, tls_echo, wrap
 
 TIMEOUT = 30  # Per run of the script: a cold interpreter on a loaded machine.
 SCRIPT = Path(sys.executable).with_name("pysock")
+# The --timeout of the timeout tests, and the seconds a run may take beyond it: the
+# interpreter's start and a loaded machine, never near the hang limit below.
+SECONDS = 1.0
+SLACK = 5.0
+HANG = 20.0  # A run of a timeout test this long hangs: it is killed and the test fails.
 
 
-def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+def run(
+    *args: str, stdin: bytes = b"", timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess[bytes]:
     if not SCRIPT.exists():
         pytest.fail(f"no console script at {SCRIPT}: reinstall with `pip install -e .[test]`")
     return subprocess.run(
-        [str(SCRIPT), *args], input=stdin, capture_output=True, timeout=TIMEOUT, check=False
+        [str(SCRIPT), *args], input=stdin, capture_output=True, timeout=timeout, check=False
     )
+
+
+def run_timed(*args: str, stdin: bytes = b"") -> tuple[subprocess.CompletedProcess[bytes], float]:
+    """Run with ``--timeout SECONDS``; the result and the seconds it took."""
+    start = time.monotonic()
+    try:
+        result = run(*args, "--timeout", f"{SECONDS:g}", stdin=stdin, timeout=HANG)
+    except subprocess.TimeoutExpired:  # subprocess.run() has killed it.
+        pytest.fail(f"pysock {' '.join(args)} --timeout {SECONDS:g} still ran after {HANG}s")
+    elapsed = time.monotonic() - start
+    assert SECONDS <= elapsed < SECONDS + SLACK, (elapsed, result.stderr)
+    return result, elapsed
+
+
+def last_line(stderr: bytes) -> str:
+    """The error line, checked to be the only one (the ``* `` lines come before it)."""
+    text = lines(stderr)
+    assert text.count("pysock: error:") == 1 and text.endswith("\n"), text
+    return text.splitlines()[-1]
 
 
 def lines(stderr: bytes) -> str:
@@ -48,6 +79,27 @@ def cafile(ca: trustme.CA, tmp_path: Path) -> str:
     path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return str(path)
+
+
+Stall = Callable[..., Server]
+
+
+@pytest.fixture
+def stalling(serve: Callable[..., Server]) -> Iterator[Stall]:
+    """``stalling(first=b"", tls=None)``: a server that accepts, sends `first` (after a
+    TLS handshake with `tls`), then neither reads nor answers until the test ends."""
+    release = threading.Event()
+
+    def start(first: bytes = b"", tls: ssl.SSLContext | None = None) -> Server:
+        def handler(conn: socket.socket) -> None:
+            with wrap(conn, tls) if tls else conn as peer:  # wrap() takes conn over.
+                peer.sendall(first)
+                release.wait(HANG + TIMEOUT)  # Set when the test ends.
+
+        return serve(handler)
+
+    yield start
+    release.set()
 
 
 def test_plain_echo_and_details_on_stderr(echo_server: Server) -> None:
@@ -184,7 +236,11 @@ def test_bad_host() -> None:
         (("localhost",), "port"),
         (("127.0.0.1:0",), "port"),
         (("127.0.0.1:80", "--cafile", "x.pem"), "--cafile needs --tls or --starttls"),
-        (("127.0.0.1:80", "--tls", "--cafile", "/nonexistent.pem"), "cannot set up TLS"),
+        (("127.0.0.1:80", "80"), "the port is given twice: '127.0.0.1:80' and '80'"),
+        (("[::1]:80", "80"), "the port is given twice"),
+        (("127.0.0.1", "http"), "the port must be a number, not 'http'"),
+        (("127.0.0.1", "0"), "port 0 is outside 1..65535"),
+        (("unix:/run/x.sock", "80"), "a unix: address takes no port"),
     ],
 )
 def test_bad_arguments_are_status_2(args: tuple[str, ...], message: str) -> None:
@@ -207,7 +263,30 @@ def test_reset_is_status_3(serve: Callable[..., Server]) -> None:
     result = run(server.address, "--half-close")  # stdin at EOF: keep reading
     assert result.returncode == 3
     assert result.stdout in (b"", b"partial")
-    assert "* connection broken: " in lines(result.stderr)
+    # The documented shape: "pysock: error: " and the error, which names the address.
+    # The reason is the OS's text for ECONNRESET.
+    pattern = rf"pysock: error: connection to {re.escape(server.address)} broken: \S.*"
+    assert re.fullmatch(pattern, last_line(result.stderr))
+
+
+def test_tls_eof_without_close_notify_is_status_3(
+    serve: Callable[..., Server], leaf: trustme.LeafCert, cafile: str
+) -> None:
+    def truncate(conn: socket.socket) -> None:
+        tls = wrap(conn, server_context(leaf, ssl.TLSVersion.TLSv1_3))
+        assert tls.recv(100) == b""  # The client's close_notify: its stdin is at EOF.
+        tls.sendall(b"partial")
+        tls.close()  # TCP FIN, no close_notify: what a truncation attack looks like.
+
+    server = serve(truncate)
+    result = run(server.address, "--tls", "--cafile", cafile)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == b"partial"  # Every byte that came is shown.
+    pattern = (
+        rf"pysock: error: TLS connection to {re.escape(server.address)} "
+        r"ended without close_notify \(.+\)"
+    )
+    assert re.fullmatch(pattern, last_line(result.stderr))
 
 
 def _smtp_like(context: ssl.SSLContext) -> Callable[[socket.socket], None]:
@@ -345,3 +424,199 @@ def test_a_unix_socket(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"over a unix socket\n"
     assert f"* connected to {path}" in lines(result.stderr)
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "soon"])
+def test_timeout_must_be_a_positive_number(seconds: str) -> None:
+    result = run("127.0.0.1:80", "--timeout", seconds)
+    assert result.returncode == 2
+    assert lines(result.stderr).splitlines()[-1] == (
+        f"pysock: error: argument --timeout: not a positive number of seconds: {seconds!r}"
+    )
+
+
+@pytest.mark.parametrize("args", [("HOST:PORT",), ("HOST", "PORT")])
+def test_host_port_as_one_or_two_arguments(echo_server: Server, args: tuple[str, ...]) -> None:
+    values = {"HOST": echo_server.host, "PORT": str(echo_server.port)}
+    values["HOST:PORT"] = echo_server.address
+    result = run(*(values[arg] for arg in args), stdin=b"either way\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"either way\n"
+    assert f"* connected to {echo_server.address} (from " in lines(result.stderr)
+
+
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_ipv6_host_then_port(serve: Callable[..., Server], host: str) -> None:
+    if not ipv6_loopback_works():
+        pytest.skip("no IPv6 loopback here")
+    server = serve(echo, host="::1")
+    result = run(host, str(server.port), stdin=b"over v6\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"over v6\n"
+    assert f"* connected to [::1]:{server.port} (from [::1]:" in lines(result.stderr)
+
+
+@pytest.mark.parametrize("flag", ["--cafile", "--cert", "--key"])
+def test_a_missing_file_is_named(tmp_path: Path, cafile: str, flag: str) -> None:
+    missing = str(tmp_path / "missing.pem")
+    given = {"--cafile": cafile, "--cert": cafile, "--key": cafile, flag: missing}
+    args = [arg for name in ("--cafile", "--cert", "--key") for arg in (name, given[name])]
+    result = run("127.0.0.1:80", "--tls", *args)
+    assert result.returncode == 2
+    assert lines(result.stderr) == (
+        f"pysock: error: cannot use {flag} {missing!r}: No such file or directory\n"
+    )
+
+
+def test_a_file_that_is_not_pem_is_named(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(b"not a certificate\n")
+    result = run("127.0.0.1:80", "--tls", "--cafile", str(junk))
+    assert result.returncode == 2
+    assert lines(result.stderr).startswith(f"pysock: error: cannot use --cafile {str(junk)!r}: ")
+    assert lines(result.stderr).count("\n") == 1
+
+
+# --timeout: every wait on a silent server ends, with status 1 before the session
+# and 4 in it; see docs/cli.md.
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_starttls_with_a_silent_server_times_out(stalling: Stall, protocol: str) -> None:
+    server = stalling()  # postgres: the server took the SSLRequest and never answers.
+    result, _ = run_timed(server.address, "--starttls", protocol)
+    assert result.returncode == 1
+    assert last_line(result.stderr) == (
+        f"pysock: error: {protocol}: the STARTTLS exchange with {server.address} "
+        f"timed out after {SECONDS:g}s"
+    )
+
+
+@pytest.mark.parametrize(
+    ("protocol", "first"),
+    [
+        ("smtp", b"220 test ESMTP\r\n"),  # silent after EHLO
+        ("smtp", b"220 test ESMTP\r\n250-test\r\n"),  # a multiline reply left unfinished
+        ("imap", b"* OK ready\r\n"),  # silent after a001 STARTTLS
+        ("pop3", b"+OK ready\r\n"),
+        ("ftp", b"220 ready\r\n"),
+        ("xmpp", b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+    ],
+)
+def test_starttls_with_a_server_silent_midway_times_out(
+    stalling: Stall, protocol: str, first: bytes
+) -> None:
+    server = stalling(first)
+    result, _ = run_timed(server.address, "--starttls", protocol)
+    assert result.returncode == 1
+    assert last_line(result.stderr).endswith(f"timed out after {SECONDS:g}s")
+
+
+def test_starttls_bounds_the_whole_exchange(serve: Callable[..., Server]) -> None:
+    # A line every 0.1 s keeps each read far below --timeout: only a deadline for the
+    # whole exchange ends it.
+    release = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        try:
+            while not release.wait(0.1):
+                conn.sendall(b"220-still greeting you\r\n")
+        except OSError:
+            pass  # The client gave up: expected.
+
+    server = serve(trickle)
+    try:
+        result, _ = run_timed(server.address, "--starttls", "smtp")
+    finally:
+        release.set()
+    assert result.returncode == 1
+    assert "* <- 220-still greeting you" in lines(result.stderr)
+    assert last_line(result.stderr) == (
+        f"pysock: error: smtp: the STARTTLS exchange with {server.address} "
+        f"timed out after {SECONDS:g}s"
+    )
+
+
+def test_a_tls_handshake_after_starttls_times_out(stalling: Stall) -> None:
+    server = stalling(b"220 test\r\n250 STARTTLS\r\n220 go ahead\r\n")
+    result, _ = run_timed(server.address, "--starttls", "smtp")
+    assert result.returncode == 1
+    assert "* <- 220 go ahead" in lines(result.stderr)
+    assert last_line(result.stderr).endswith(f"timed out after {SECONDS}s")
+
+
+def test_a_tls_handshake_times_out(stalling: Stall) -> None:
+    server = stalling()
+    result, _ = run_timed(server.address, "--tls")
+    assert result.returncode == 1
+    assert last_line(result.stderr) == (
+        f"pysock: error: connecting to {server.address} timed out after {SECONDS}s"
+    )
+
+
+@pytest.mark.parametrize("first", [b"", b"some of the answer\n"])
+def test_a_silent_server_after_stdin_ended_times_out(stalling: Stall, first: bytes) -> None:
+    server = stalling(first)
+    result, _ = run_timed(server.address, stdin=b"request\n")
+    assert result.returncode == 4
+    assert result.stdout == first
+    assert last_line(result.stderr) == (
+        f"pysock: error: {server.address} sent nothing for {SECONDS:g}s "
+        f"after the end of stdin (--timeout {SECONDS:g})"
+    )
+
+
+def test_a_silent_server_over_tls_times_out(
+    stalling: Stall, leaf: trustme.LeafCert, cafile: str
+) -> None:
+    server = stalling(b"hello\n", tls=server_context(leaf, ssl.TLSVersion.TLSv1_3))
+    result, _ = run_timed(server.address, "--tls", "--cafile", cafile)
+    assert result.returncode == 4, result.stderr
+    assert result.stdout == b"hello\n"
+    assert "sent nothing for" in last_line(result.stderr)
+
+
+def test_a_server_that_reads_nothing_times_the_write_out(stalling: Stall) -> None:
+    server = stalling()
+    # More than the kernel buffers on both sides hold (a few MiB on loopback).
+    result, _ = run_timed(server.address, stdin=bytes(64 << 20))
+    assert result.returncode == 4
+    assert last_line(result.stderr) == (
+        f"pysock: error: writing to {server.address} timed out after {SECONDS:g}s "
+        f"(--timeout {SECONDS:g}); an unknown part of stdin was sent"
+    )
+
+
+def test_an_open_stdin_keeps_an_idle_session_alive(serve: Callable[..., Server]) -> None:
+    # Interactive: the user may type for longer than --timeout while the server waits
+    # for a command; only once stdin ends does a silent server end the session.
+    release = threading.Event()
+
+    def answer_one_line(conn: socket.socket) -> None:
+        conn.sendall(b"ready\n")
+        request = conn.makefile("rb").readline()
+        conn.sendall(b"you said " + request)
+        release.wait(HANG + TIMEOUT)  # Then silent, until the test ends.
+
+    server = serve(answer_one_line)
+    command = [str(SCRIPT), server.address, "--timeout", f"{SECONDS:g}"]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        assert child.stdin is not None
+        try:
+            with pytest.raises(subprocess.TimeoutExpired):
+                child.wait(3 * SECONDS)  # Idle for three timeouts, and still there.
+            child.stdin.write(b"hello\n")
+            start = time.monotonic()
+            out, err = child.communicate(timeout=HANG)  # Closes stdin first: Ctrl-D.
+            elapsed = time.monotonic() - start
+        finally:
+            release.set()
+            if child.poll() is None:
+                child.kill()
+                child.wait(TIMEOUT)
+    assert child.returncode == 4, err
+    assert out == b"ready\nyou said hello\n"
+    assert "sent nothing for" in last_line(err)
+    assert elapsed < SECONDS + SLACK
