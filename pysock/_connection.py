@@ -50,7 +50,7 @@ from ._address import Endpoint
 from ._info import SocketInfo, TLSInfo
 from ._opening import Attempt, Opening, Sockaddr, reset_dns_after_fork
 from ._options import Options
-from ._rawio import ReadDeadline, StreamIO, was_reset
+from ._rawio import ReadDeadline, StreamIO, afresh, was_reset
 from ._state import TERMINAL, Event, State, next_state
 from .errors import (
     BrokenSocketError,
@@ -94,6 +94,7 @@ class Connection(Opening, StreamIO):
         "_lock",
         "_opened_future",
         "_opened_outcome",
+        "_parked",
         "_peer_eof",
         "_read_done",
         "_read_error",
@@ -168,6 +169,9 @@ class Connection(Opening, StreamIO):
         self._connect_deadline: Optional[float] = None
         self.tls: Optional[TLSInfo] = None
         self._rpoll: Any = None
+        # A read failure waiting for the reader to raise it (see pysock._rawio).
+        # Written and read only under the reader's lock.
+        self._parked: Optional[BaseException] = None
         self._wpoll: Any = None
         # The per-call timeout of reads and writes: `Socket.timeout` sets it, and
         # each call reads it once when it starts.
@@ -506,7 +510,7 @@ class Connection(Opening, StreamIO):
         if self._transition(Event.FAIL, error):
             self._shutdown_sock(socket.SHUT_RDWR)
         elif isinstance(self._read_error, kind):
-            return self._read_error
+            return afresh(self._read_error)
         return error
 
     def _release(self) -> None:

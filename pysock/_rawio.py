@@ -13,33 +13,43 @@ under its lock, because a ``sendall()`` in blocking mode that met ``EAGAIN``
 halfway would not say how much it sent. Until then a read with a deadline
 polls first and then reads, which cannot block; a read that finds the mode
 switched under it (``EAGAIN`` from a "blocking" call) goes on waiting with
-``poll()``. ``_reading``/``_writing`` tell `Connection.close()` that a call is
-inside the descriptor (see the handshake in `pysock._connection`).
+``poll()``.
+
+A read that fails does not raise through `io.BufferedReader`'s C code, whose
+``readline()`` and ``readinto()`` drop what the call had gathered when the
+raw read raises. `recv_into` *parks* the error instead (``_parked``) and
+returns 0, so the C call returns every byte it gathered; the reader then
+raises the parked error with those bytes in its ``partial``. Only a timeout
+is raised at once: the reader keeps the gathered bytes for the next call.
+
+``_reading``/``_writing`` tell `Connection.close()` that a call is inside the
+descriptor (see the handshake in `pysock._connection`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import errno
 import math
 import os
 import select
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Final, Optional
+from typing import TYPE_CHECKING, Any, Final, Optional, TypeVar
 
 from ._state import State
-from .errors import PysockError, SocketClosedError, SocketTimeout
+from .errors import BrokenSocketError, PysockError, SocketClosedError, SocketTimeout
 
 if TYPE_CHECKING:
     from ._address import Endpoint
     from ._info import SocketInfo, TLSInfo
     from ._options import Options
-    from .errors import BrokenSocketError
 
-__all__ = ["ReadDeadline", "StreamIO"]
+__all__ = ["ReadDeadline", "StreamIO", "afresh"]
 
 ReadDeadline = Optional[float]
+_E = TypeVar("_E", bound=BaseException)
 
 
 class StreamIO:
@@ -67,6 +77,7 @@ class StreamIO:
         _release_pending: bool
         _rpoll: Any
         _wpoll: Any
+        _parked: Optional[BaseException]
 
         @property
         def opened(self) -> concurrent.futures.Future[SocketInfo]: ...
@@ -78,10 +89,16 @@ class StreamIO:
         ) -> BrokenSocketError: ...
 
     def recv_into(self, buffer: Any, deadline: ReadDeadline = None) -> int:
-        """Read once into `buffer`; 0 at EOF. The only place reads touch the socket."""
+        """Read once into `buffer`; 0 at EOF. The only place reads touch the socket.
+
+        A failure other than a timeout is parked, with 0 returned (module docstring).
+        """
         self._reading = True
         try:
             if not self._read_ok:
+                nbytes = self._read_after_break(buffer)
+                if nbytes:
+                    return nbytes
                 self._check_readable(deadline)
             sock = self.sock
             assert sock is not None
@@ -95,11 +112,12 @@ class StreamIO:
             if nbytes == 0:
                 return self._on_recv_eof(buffer)
             return nbytes
-        except PysockError:
-            raise  # Ours already (a timeout leaves the data in the kernel: still usable).
+        except SocketTimeout:
+            raise  # The data stays in the kernel: the socket is still usable.
+        except PysockError as exc:
+            return self.park(exc)
         except OSError as exc:
-            failure = self._read_failure(exc)
-            raise failure from cause_of(failure, exc)
+            return self.park(self._read_failure(exc), exc)
         finally:
             self._reading = False
             if self._release_pending:
@@ -133,7 +151,7 @@ class StreamIO:
         if len(buffer) == 0:
             return 0
         if not self._read_ok:  # Woken by our own shutdown: close() or readable.close().
-            raise self._read_error or SocketClosedError("the socket is closed")
+            raise afresh(self._read_error or SocketClosedError("the socket is closed"))
         if not self._peer_eof:
             reset = self.reset_seen()
             if reset is not None:
@@ -141,9 +159,44 @@ class StreamIO:
             self.on_peer_eof()
         return 0
 
+    def _read_after_break(self, buffer: Any) -> int:
+        """What the kernel still holds for us after the connection broke, or 0.
+
+        The bytes the peer sent before its reset (or before a write timeout
+        broke the connection) are still queued in the kernel; they are the
+        peer's data and are read before the error is raised. After the break
+        the socket is shut down, so this never waits: it ends in 0 or an error.
+        TLS keeps its own (`TlsConnection` decrypts them in the loop).
+        """
+        sock = self.sock
+        if (
+            self.state is not State.BROKEN
+            or sock is None
+            or self.tls is not None
+            or not isinstance(self._read_error, BrokenSocketError)
+            or len(buffer) == 0
+        ):
+            return 0
+        try:
+            return sock.recv_into(buffer, len(buffer), _MSG_DONTWAIT)
+        except OSError:
+            return 0  # Drained (EAGAIN), or the reset itself: the stored error follows.
+
+    def park(self, failure: BaseException, exc: Optional[BaseException] = None) -> int:
+        """Leave `failure` for the reader to raise after the C call; see the module docstring."""
+        if failure.__cause__ is None and exc is not None and exc is not failure:
+            failure.__cause__ = exc
+        self._parked = failure
+        return 0
+
+    def take_parked(self) -> Optional[BaseException]:
+        """The parked read failure, once (the reader's lock is held)."""
+        failure, self._parked = self._parked, None
+        return failure
+
     def _read_failure(self, exc: OSError) -> BaseException:
         if not self._read_ok and self._read_error is not None:
-            return self._read_error
+            return afresh(self._read_error)
         return self._broken_by(exc)
 
     def _check_readable(self, deadline: ReadDeadline) -> None:
@@ -151,14 +204,14 @@ class StreamIO:
             self.wait_opened(deadline, "read")
             if self._read_ok:
                 return
-        raise self._read_error or SocketClosedError("the socket is closed")
+        raise afresh(self._read_error or SocketClosedError("the socket is closed"))
 
     def wait_opened(self, deadline: ReadDeadline, what: str) -> None:
         """Block until the connection opens; raise the opening error if it fails."""
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         future = self.opened
         try:
-            future.result(timeout)
+            error = future.exception(timeout)
         except concurrent.futures.TimeoutError:
             # Since 3.11 this is the builtin TimeoutError, which the opening's own
             # SocketTimeout (the connect deadline) also is: that one is raised as is.
@@ -168,6 +221,8 @@ class StreamIO:
             raise SocketTimeout(message) from None
         except concurrent.futures.CancelledError:
             raise SocketClosedError("the socket is closed") from None
+        if error is not None:
+            raise afresh(error)  # The future keeps the original, and its traceback.
 
     def send_all(self, data: Any, deadline: ReadDeadline = None) -> None:
         """Hand all of `data` to the kernel. On timeout or interrupt the socket is broken."""
@@ -207,7 +262,8 @@ class StreamIO:
             return exc
         if isinstance(exc, OSError):
             if not self._write_ok and self._write_error is not None:
-                return self._write_error  # Closed by your code while the write was blocked.
+                # Closed by your code while the write was blocked.
+                return afresh(self._write_error)
             return self._broken_by(exc)
         # KeyboardInterrupt (or any other interruption) between two sends.
         self._broken_by(
@@ -236,7 +292,7 @@ class StreamIO:
             self.wait_opened(deadline, "write")
             if self._write_ok:
                 return
-        raise self._write_error or SocketClosedError("the socket is closed")
+        raise afresh(self._write_error or SocketClosedError("the socket is closed"))
 
     def call_deadline(self) -> ReadDeadline:
         """The deadline of one blocking call under the current ``timeout``."""
@@ -256,6 +312,9 @@ class StreamIO:
 
 
 MAX_WAIT: Final = 86400.0  # Seconds: the longest single poll(); see _wait.
+# Never block, whatever the socket's mode (0 where the flag does not exist: a
+# socket shut down after a break does not block either).
+_MSG_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 # Linux's TCP states (include/net/tcp_states.h): after a reset the socket is CLOSE.
 _TCP_CLOSE: Final = 7
 _TCP_INFO: Final = getattr(socket, "TCP_INFO", None)
@@ -297,6 +356,26 @@ def _wait(poller: Any, deadline: ReadDeadline, what: str, timeout: Optional[floa
     ready = remaining > 0 and poller.poll(math.ceil(remaining * 1000))
     if not ready and time.monotonic() >= deadline:
         raise SocketTimeout(f"{what} timed out after {timeout}s")
+
+
+def afresh(error: _E) -> _E:
+    """A copy of the stored `error`, to raise again: its class, message, fields and cause.
+
+    Raising one exception object from several calls would chain each call's
+    frames onto its traceback (and keep their locals alive); a copy starts
+    with this call's traceback only. `partial` starts empty: it belongs to the
+    read that raises.
+    """
+    try:
+        copied = copy.copy(error)
+    except Exception:  # An exception class that cannot be rebuilt from its args.
+        return error
+    if copied is error:
+        return error
+    vars(copied).update(vars(error))
+    vars(copied).pop("partial", None)
+    copied.__cause__ = error.__cause__
+    return copied
 
 
 def cause_of(failure: BaseException, exc: BaseException) -> BaseException:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Optional, Type
 
 from typing_extensions import Buffer
 
+from ._rawio import afresh
 from .errors import IncompleteReadError, LimitOverrunError, SocketClosedError
 
 if TYPE_CHECKING:
@@ -161,6 +162,20 @@ class SocketReader(io.BufferedIOBase):
             self._stash = data + self._stash
             self._unbind()
 
+    def _failure(self, partial: bytes) -> BaseException:
+        """The parked read failure (see pysock._rawio), carrying the bytes this call read.
+
+        Those bytes are consumed: they are in the error, not in the buffer.
+        """
+        parked = self._connection.take_parked()
+        assert parked is not None
+        # A copy: the error stored for `closed` and later calls has no `partial`.
+        failure = afresh(parked)
+        if partial:
+            failure.partial = partial  # type: ignore[attr-defined]
+        self._maybe_bind()
+        return failure
+
     def _take_stash(self) -> bytes:
         data, self._stash = self._stash, b""
         return data
@@ -197,6 +212,8 @@ class SocketReader(io.BufferedIOBase):
             except BaseException:
                 self._keep(chunks)
                 raise
+            if self._connection._parked is not None:
+                raise self._failure(b"".join(chunks))
             if size >= 0 and total > size:
                 self._keep([b"".join(chunks)[size:]])
                 chunks = [b"".join(chunks)[:size]]
@@ -213,14 +230,20 @@ class SocketReader(io.BufferedIOBase):
                     self._keep([data[size:]])
                     data = data[:size]
                 return self._done(data)
-            return self._done(buffer.read1(min(size, _MAX_READ_CHUNK)))
+            data = buffer.read1(min(size, _MAX_READ_CHUNK))
+            if not data and self._connection._parked is not None:
+                raise self._failure(b"")
+            return self._done(data)
 
     def readinto(self, b: Any) -> int:
         """Fill `b` as far as the data goes before EOF; return the count."""
         with self._lock:
             buffer = self._buffer  # Once: close() in another thread may drop it.
             if self._fast and buffer is not None:
-                return buffer.readinto(b)
+                count = buffer.readinto(b)
+                if self._connection._parked is not None:
+                    raise self._failure(_head(b, count))
+                return count
         return _copy_into(b, self.read)
 
     def readinto1(self, b: Any, /) -> int:
@@ -228,7 +251,10 @@ class SocketReader(io.BufferedIOBase):
         with self._lock:
             buffer = self._buffer  # Once: close() in another thread may drop it.
             if self._fast and buffer is not None:
-                return buffer.readinto1(b)
+                count = buffer.readinto1(b)
+                if self._connection._parked is not None:
+                    raise self._failure(_head(b, count))
+                return count
         return _copy_into(b, self.read1)
 
     def peek(self, size: int = 0, /) -> bytes:
@@ -239,14 +265,20 @@ class SocketReader(io.BufferedIOBase):
             buffer = self._begin()
             if self._stash:
                 return self._stash
-            return self._done(buffer.peek(size))
+            data = buffer.peek(size)
+            if not data and self._connection._parked is not None:
+                raise self._failure(b"")
+            return self._done(data)
 
     def readline(self, limit: Optional[int] = -1) -> bytes:
         """Read one line, including its ``\\n``; at most `limit` bytes if `limit` >= 0."""
         with self._lock:
             buffer = self._buffer  # Once: close() in another thread may drop it.
             if self._fast and buffer is not None:
-                return buffer.readline(limit)
+                line = buffer.readline(limit)
+                if self._connection._parked is not None:
+                    raise self._failure(line)
+                return line
         size = _check_size(limit)
         return self._read_through(b"\n", size, None)
 
@@ -293,6 +325,8 @@ class SocketReader(io.BufferedIOBase):
             except BaseException:
                 self._keep([bytes(gathered)])
                 raise
+            if found < 0 and self._connection._parked is not None:
+                raise self._failure(bytes(gathered))
             if limit is not None:
                 if (found < 0 and len(gathered) >= limit + len(separator)) or (
                     found - len(separator) > limit
@@ -433,7 +467,7 @@ class SocketWriter(io.BufferedIOBase):
                 raise TypeError("write() needs a contiguous buffer; copy it with bytes() first")
         connection = self._connection
         if connection._inherited:  # Before the lock: a parent thread may have held it.
-            raise connection._write_error or SocketClosedError("the socket is closed")
+            raise afresh(connection._write_error or SocketClosedError("the socket is closed"))
         with self._lock:
             if self._is_closed:
                 raise SocketClosedError("the writable side is closed")
@@ -488,6 +522,12 @@ def _check_size(size: Any) -> int:
     if not isinstance(size, int):
         raise TypeError(f"size must be an int or None, not {type(size).__name__}")
     return int(size) if size >= 0 else -1
+
+
+def _head(b: Any, count: int) -> bytes:
+    """The first `count` bytes of the buffer `b`, as bytes."""
+    with memoryview(b) as view, view.cast("B") as octets:
+        return octets[:count].tobytes()
 
 
 def _copy_into(b: Any, read: Callable[[int], bytes]) -> int:

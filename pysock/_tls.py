@@ -57,7 +57,6 @@ from ._connection import Connection, ReadDeadline, hung_up
 from ._info import SocketInfo, TLSInfo, format_sockaddr
 from ._opening import tune
 from ._options import Options
-from ._rawio import cause_of
 from ._state import Event, State
 from .errors import BrokenSocketError, PysockError, SocketClosedError, TLSError
 
@@ -483,13 +482,13 @@ class TlsConnection(Connection):
                         self._flush_nowait()
                     self._receive_ciphertext(deadline)
         except ssl.SSLError as exc:
-            tls_failure = self._failed_by(exc)
-            raise tls_failure from cause_of(tls_failure, exc)
-        except (PysockError, TimeoutError):
-            raise
+            return self.park(self._failed_by(exc), exc)
+        except TimeoutError:
+            raise  # SocketTimeout: the data stays where it was; the socket is still usable.
+        except PysockError as exc:
+            return self.park(exc)
         except OSError as exc:
-            failure = self._read_failure(exc)
-            raise failure from cause_of(failure, exc)
+            return self.park(self._read_failure(exc), exc)
         finally:
             self._reading = False
             if self._release_pending:

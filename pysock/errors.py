@@ -26,7 +26,14 @@ __all__ = [
 
 
 class PysockError(Exception):
-    """Base class of every error pysock raises, except argument errors."""
+    """Base class of every error pysock raises, except argument errors.
+
+    `partial` holds the bytes a read had received before it met this error
+    (a reset, a TLS end without close_notify): they are the error's, not left
+    in the socket's buffer. It is empty for every other call.
+    """
+
+    partial: bytes = b""
 
 
 class SocketClosedError(PysockError, ValueError):

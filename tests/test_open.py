@@ -15,6 +15,7 @@ import pytest
 import pysock
 from pysock import ConnectError, SocketClosedError, SocketInfo, SocketTimeout, _opening, connect
 
+from ._asserts import same_error
 from ._servers import Blackhole, Server, echo
 
 TIMEOUT = 10
@@ -93,13 +94,13 @@ def test_refused_port(unused_port: int) -> None:
     assert isinstance(error.__cause__, OSError)
     assert isinstance(error, ConnectionError)
     # closed fails with the same error; reads and writes raise it too.
-    assert sock.closed.exception(TIMEOUT) is error
+    assert same_error(sock.closed.exception(TIMEOUT), error)
     with pytest.raises(ConnectError) as from_read:
         sock.readable.read(1)
-    assert from_read.value is error
+    assert same_error(from_read.value, error)
     with pytest.raises(ConnectError) as from_write:
         sock.writable.write(b"x")
-    assert from_write.value is error
+    assert same_error(from_write.value, error)
     # Raised again and again, it keeps the OS error as its cause: what failed.
     assert isinstance(error.__cause__, ConnectionRefusedError)
     sock.close()
@@ -150,7 +151,7 @@ def test_connect_timeout_fires(blackhole: Blackhole) -> None:
     assert isinstance(error, SocketTimeout) and isinstance(error, TimeoutError)
     assert blackhole.address in str(error)
     assert 0.25 < time.monotonic() - started < 5
-    assert sock.closed.exception(0) is error
+    assert same_error(sock.closed.exception(0), error)
     sock.close()
 
 

@@ -24,6 +24,7 @@ from pysock import (
     connect,
 )
 
+from ._asserts import same_error
 from ._servers import Server, recv_all
 from ._tls_peers import (
     RecordingTlsServerSide,
@@ -118,7 +119,9 @@ def test_untrusted_certificate_is_a_tls_error_and_no_plaintext_leaves(
     error = info.value
     assert isinstance(error.__cause__, ssl.SSLCertVerificationError)
     assert server.address in str(error) and "certificate verify failed" in str(error)
-    assert sock.opened.exception(0) is error and sock.closed.exception(0) is error
+    assert same_error(sock.opened.exception(0), error) and same_error(
+        sock.closed.exception(0), error
+    )
     with pytest.raises(TLSError):
         sock.readable.read(1)
     sock.close()
@@ -180,7 +183,7 @@ def test_a_client_certificate_refused_after_the_handshake_is_a_tls_error(
         # Or the server's reset came before our handshake had finished: opened fails.
         assert isinstance(error, TLSError), error
         assert isinstance(error.__cause__, ssl.SSLError)
-        assert sock.closed.exception(TIMEOUT) is error
+        assert same_error(sock.closed.exception(TIMEOUT), error)
 
 
 def test_wrong_hostname_is_a_tls_error(
@@ -197,7 +200,7 @@ def test_wrong_hostname_is_a_tls_error(
     with pytest.raises(TLSError) as info:
         sock.writable.write(b"secret before the handshake")
     error = info.value
-    assert sock.opened.exception(0) is error
+    assert same_error(sock.opened.exception(0), error)
     assert "wrong.example" in str(error.__cause__)
     sock.close()
     server.stop()

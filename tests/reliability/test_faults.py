@@ -49,6 +49,7 @@ from pysock._state import State
 from pysock._streams import READ_BUFFER_SIZE
 from pysock._tls import _CIPHER_BUFFER_SIZE, TlsConnection
 
+from .._asserts import same_error
 from .._servers import Blackhole, Server
 from .._tls_peers import client_context, server_context
 from ._fault_peers import (
@@ -145,7 +146,7 @@ def raises_same(call: Callable[[], object], error: BaseException) -> None:
     """`call` raises exactly `error` (every read and write raises the error that failed it)."""
     with pytest.raises(type(error)) as info:
         call()
-    assert info.value is error
+    assert same_error(info.value, error)
 
 
 # -- peer reset --------------------------------------------------------------------------
@@ -159,7 +160,7 @@ def test_reset_before_open_is_a_connect_error(transport: Transport, unused_port:
         assert isinstance(error, ConnectError)
         assert error.errno == errno.ECONNREFUSED and isinstance(error.__cause__, OSError)
         assert address in str(error)
-        assert sock.closed.exception(WAKE) is error
+        assert same_error(sock.closed.exception(WAKE), error)
         raises_same(lambda: sock.readable.read(1), error)
         raises_same(lambda: sock.writable.write(b"x"), error)
 
@@ -193,11 +194,11 @@ def test_hang_up_during_the_handshake_is_a_tls_error(
         writer.assert_blocked(0)
         go.set()
         error = reader.raised(TLSError)
-        assert writer.raised(TLSError) is error
+        assert same_error(writer.raised(TLSError), error)
         assert server.address in str(error)
         assert isinstance(error.__cause__, ssl.SSLError if ending == "fin" else OSError)
-        assert sock.opened.exception(0) is error
-        assert sock.closed.exception(WAKE) is error
+        assert same_error(sock.opened.exception(0), error)
+        assert same_error(sock.closed.exception(WAKE), error)
 
 
 @pytest.mark.parametrize("timeout", [None, 30.0])
@@ -219,7 +220,7 @@ def test_reset_wakes_a_blocked_read(
         go.set()
         error = reader.raised(BrokenSocketError)
         assert server.address in str(error)
-        assert sock.closed.exception(WAKE) is error
+        assert same_error(sock.closed.exception(WAKE), error)
         raises_same(lambda: sock.readable.read1(100), error)
         raises_same(lambda: sock.writable.write(b"x"), error)
 
@@ -253,7 +254,7 @@ def test_a_reset_during_a_blocked_tcp_read_is_never_a_clean_end(
             reader.assert_blocked(0.02)
             resets[number].set()
             error = reader.raised(BrokenSocketError)  # not b"": a reset is no clean EOF
-            assert sock.closed.exception(WAKE) is error, f"round {number}"
+            assert same_error(sock.closed.exception(WAKE), error), f"round {number}"
 
     for number in range(RESET_ROUNDS):
         one_round(number)
@@ -279,7 +280,7 @@ def test_reset_wakes_a_blocked_write(
         go.set()
         error = writer.raised(BrokenSocketError)
         assert server.address in str(error)
-        assert sock.closed.exception(WAKE) is error
+        assert same_error(sock.closed.exception(WAKE), error)
         raises_same(lambda: sock.readable.read1(100), error)
         raises_same(lambda: sock.writable.write(b"x"), error)
 
@@ -480,7 +481,7 @@ def test_write_timeout_on_a_peer_that_stops_reading(
         error = sock.closed.exception(WAKE)
         assert isinstance(error, BrokenSocketError)
         assert server.address in str(error) and "unknown amount" in str(error)
-        assert reader.raised(BrokenSocketError) is error
+        assert same_error(reader.raised(BrokenSocketError), error)
         raises_same(lambda: sock.writable.write(b"x"), error)
         raises_same(lambda: sock.readable.read1(100), error)
     release.set()
@@ -606,9 +607,9 @@ def test_silent_tls_server_connect_timeout(
             waiting[0].assert_blocked()
         error = sock.opened.exception(WAKE)
         assert isinstance(error, SocketTimeout) and server.address in str(error)
-        assert sock.closed.exception(WAKE) is error
+        assert same_error(sock.closed.exception(WAKE), error)
         for call in waiting:
-            assert call.raised(SocketTimeout) is error
+            assert same_error(call.raised(SocketTimeout), error)
         raises_same(lambda: sock.readable.read(1), error)
         raises_same(lambda: sock.writable.write(b"x"), error)
 
@@ -625,9 +626,9 @@ def test_full_backlog_connect_timeout(blackhole: Blackhole, transport: Transport
         writer.assert_blocked(0)
         error = sock.opened.exception(WAKE)
         assert isinstance(error, SocketTimeout) and blackhole.address in str(error)
-        assert sock.closed.exception(WAKE) is error
-        assert reader.raised(SocketTimeout) is error
-        assert writer.raised(SocketTimeout) is error
+        assert same_error(sock.closed.exception(WAKE), error)
+        assert same_error(reader.raised(SocketTimeout), error)
+        assert same_error(writer.raised(SocketTimeout), error)
         raises_same(lambda: sock.readable.read(1), error)
         raises_same(lambda: sock.writable.write(b"x"), error)
 
@@ -703,8 +704,8 @@ def test_garbage_instead_of_server_hello_is_a_tls_error(
         error = reader.raised(TLSError)
         assert isinstance(error.__cause__, ssl.SSLError)
         assert server.address in str(error)
-        assert sock.opened.exception(0) is error
-        assert sock.closed.exception(WAKE) is error
+        assert same_error(sock.opened.exception(0), error)
+        assert same_error(sock.closed.exception(WAKE), error)
         raises_same(lambda: sock.writable.write(b"x"), error)
 
 
@@ -733,7 +734,7 @@ def test_garbage_record_after_the_handshake_is_a_broken_socket(
             sock.readable.read1(100)
         error = info.value
         assert server.address in str(error) and isinstance(error.__cause__, ssl.SSLError)
-        assert sock.closed.exception(WAKE) is error
+        assert same_error(sock.closed.exception(WAKE), error)
         raises_same(lambda: sock.writable.write(b"x"), error)
 
 
@@ -780,7 +781,7 @@ def test_truncated_record_stream_is_a_broken_socket(
             with pytest.raises(BrokenSocketError) as info:
                 sock.readable.read1(100)
             error = info.value
-            assert sock.closed.exception(WAKE) is error
+            assert same_error(sock.closed.exception(WAKE), error)
         else:
             go.set()
             closed_error = sock.closed.exception(WAKE)  # nobody reads
@@ -791,7 +792,7 @@ def test_truncated_record_stream_is_a_broken_socket(
             # kernel still held may be lost (TCP drops it on Linux): either way the
             # stream never ends cleanly and never yields a wrong byte.
             data, raised = read_until_error(sock)
-            assert raised is error
+            assert same_error(raised, error)
             assert data == b"whole" if ending == "fin" else data in (b"", b"whole")
         assert server.address in str(error)
         if ending == "fin":

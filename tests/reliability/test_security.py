@@ -49,6 +49,7 @@ from pysock import (
     connect,
 )
 
+from .._asserts import same_error
 from .._servers import Server
 from .._tls_peers import (
     RecordingTlsServerSide,
@@ -292,7 +293,9 @@ def test_no_plaintext_reaches_the_wire_after_a_tls_failure(
     with pytest.raises(TLSError) as info:
         sock.writable.write(SECRET)  # waits for the handshake, which fails
     error = info.value
-    assert sock.opened.exception(0) is error and sock.closed.exception(0) is error
+    assert same_error(sock.opened.exception(0), error) and same_error(
+        sock.closed.exception(0), error
+    )
     assert isinstance(error.__cause__, (ssl.SSLError, OSError))
     assert_clean_message(error, server.address)
     with pytest.raises(TLSError):

@@ -1,0 +1,207 @@
+"""No byte pysock received is dropped: a read that fails carries its bytes in `partial`.
+
+The stdlib hands a reader every byte that came before a reset or a TLS end
+without close_notify, and only then the error. pysock raises the error in the
+same call (so that the end is never mistaken for a clean one) with the bytes
+that call read in the error's ``partial``.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import threading
+from typing import Callable
+
+import pytest
+import trustme
+
+from pysock import BrokenSocketError, Socket, SocketReader, connect
+
+from ._servers import Server
+from ._tls_peers import client_context, server_context
+
+TIMEOUT = 10
+DATA = bytes(range(256)) * 19 + b"tail without a newline"  # 4,886 bytes, no b"\n" at the end
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+# Each read that gathers the whole of DATA before meeting the end.
+READS: dict[str, Callable[[SocketReader], object]] = {
+    "read": lambda r: r.read(),
+    "read(n)": lambda r: r.read(len(DATA) + 100),
+    "readline": lambda r: r.readline(),
+    "readuntil": lambda r: r.readuntil(b"\r\n\r\n"),
+    "readexactly": lambda r: r.readexactly(len(DATA) + 100),
+    "iteration": lambda r: list(r),
+    "readinto": lambda r: r.readinto(bytearray(len(DATA) + 100)),
+}
+
+
+def _last_line_start() -> int:
+    return DATA.rindex(b"\n") + 1
+
+
+def _expected(name: str) -> bytes:
+    # readline and iteration return the complete lines first; the error carries
+    # the bytes of the line it was reading.
+    if name in ("readline", "iteration"):
+        return DATA[_last_line_start() :]
+    return DATA
+
+
+def _drain_lines(name: str, reader: SocketReader) -> None:
+    if name == "readline":
+        for _ in range(DATA.count(b"\n")):
+            assert reader.readline().endswith(b"\n")
+
+
+def sends_then_resets(sent: threading.Event) -> Callable[[socket.socket], None]:
+    def handler(conn: socket.socket) -> None:
+        conn.recv(1)  # The client is ready: it reads from now on.
+        conn.sendall(DATA)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        conn.close()
+        sent.set()
+
+    return handler
+
+
+@pytest.mark.parametrize("timeout", [None, TIMEOUT], ids=["no-timeout", "timeout"])
+@pytest.mark.parametrize("name", list(READS))
+def test_a_reset_after_data_raises_with_the_data(
+    serve: Callable[..., Server], name: str, timeout: float
+) -> None:
+    sent = threading.Event()
+    server = serve(sends_then_resets(sent))
+    with connect(server.address, timeout=timeout) as sock:
+        sock.writable.write(b"!")
+        assert sent.wait(TIMEOUT)
+        _drain_lines(name, sock.readable)
+        if name == "iteration":
+            lines: list[bytes] = []
+            with pytest.raises(BrokenSocketError) as info:
+                for line in sock.readable:
+                    lines.append(line)
+            assert b"".join(lines) == DATA[: _last_line_start()]
+        else:
+            with pytest.raises(BrokenSocketError) as info:
+                READS[name](sock.readable)
+        assert info.value.partial == _expected(name)
+        assert isinstance(info.value.__cause__, ConnectionResetError)
+        # The bytes went with the error; later reads raise it again, empty-handed.
+        with pytest.raises(BrokenSocketError) as again:
+            sock.readable.read()
+        assert again.value.partial == b""
+        assert again.value is not info.value
+
+
+def test_a_reset_while_idle_keeps_the_bytes_for_the_next_read(
+    serve: Callable[..., Server],
+) -> None:
+    """The background thread sees the reset first: the bytes still come with the error."""
+    sent = threading.Event()
+    server = serve(sends_then_resets(sent))
+    with connect(server.address) as sock:
+        sock.writable.write(b"!")
+        assert isinstance(sock.closed.exception(TIMEOUT), BrokenSocketError)
+        with pytest.raises(BrokenSocketError) as info:
+            sock.readable.read()
+        assert info.value.partial == DATA
+
+
+def test_a_reset_met_by_a_write_keeps_the_bytes_for_the_next_read(
+    serve: Callable[..., Server],
+) -> None:
+    sent = threading.Event()
+    server = serve(sends_then_resets(sent))
+    with connect(server.address) as sock:
+        sock.writable.write(b"!")
+        assert sent.wait(TIMEOUT)
+        with pytest.raises(BrokenSocketError):
+            for _ in range(100):  # The first send after a reset may still succeed.
+                sock.writable.write(b"x" * 1024)
+        with pytest.raises(BrokenSocketError) as info:
+            sock.readable.read()
+        assert info.value.partial == DATA
+
+
+@pytest.fixture
+def tls_server(ca: trustme.CA, leaf: trustme.LeafCert) -> ssl.SSLContext:
+    return server_context(leaf, ssl.TLSVersion.TLSv1_3)
+
+
+def ends_without_close_notify(
+    context: ssl.SSLContext, sent: threading.Event
+) -> Callable[[socket.socket], None]:
+    def handler(conn: socket.socket) -> None:
+        tls = context.wrap_socket(conn, server_side=True)
+        tls.recv(1)
+        tls.sendall(DATA)
+        # A TCP FIN without close_notify: SSLSocket.shutdown() drops the TLS layer first.
+        tls.shutdown(socket.SHUT_WR)
+        sent.set()
+        try:
+            tls.recv(1)
+        except OSError:
+            pass
+        tls.close()
+
+    return handler
+
+
+@pytest.mark.parametrize("timeout", [None, TIMEOUT], ids=["no-timeout", "timeout"])
+@pytest.mark.parametrize("name", list(READS))
+def test_a_tls_end_without_close_notify_raises_with_the_data(
+    serve: Callable[..., Server],
+    ca: trustme.CA,
+    tls_server: ssl.SSLContext,
+    name: str,
+    timeout: float,
+) -> None:
+    sent = threading.Event()
+    server = serve(ends_without_close_notify(tls_server, sent))
+    sock = connect(
+        server.address, secure_transport="on", tls_context=client_context(ca), timeout=timeout
+    )
+    with sock:
+        sock.writable.write(b"!")
+        assert sent.wait(TIMEOUT)
+        _drain_lines(name, sock.readable)
+        if name == "iteration":
+            with pytest.raises(BrokenSocketError) as info:
+                for _line in sock.readable:
+                    pass
+        else:
+            with pytest.raises(BrokenSocketError) as info:
+                READS[name](sock.readable)
+        assert info.value.partial == _expected(name)
+        assert "close_notify" in str(info.value)
+        with pytest.raises(BrokenSocketError) as again:
+            sock.readable.read()
+        assert again.value.partial == b""
+
+
+def test_the_same_error_is_raised_afresh_each_time(unused_port: int) -> None:
+    """A stored error raised again keeps its cause and gets a traceback of its own."""
+    sock = connect(("127.0.0.1", unused_port))
+    depths = []
+    for _ in range(3):
+        try:
+            sock.readable.read(1)
+        except ConnectionError as exc:
+            depth = 0
+            tb = exc.__traceback__
+            while tb is not None:
+                depth += 1
+                tb = tb.tb_next
+            depths.append(depth)
+            assert isinstance(exc.__cause__, ConnectionRefusedError)
+    assert len(set(depths)) == 1, depths
+    stored = sock.opened.exception(0)
+    assert stored is not None and stored.__traceback__ is None or depths[0] >= 1
+    sock.close()
+
+
+def _unused(sock: Socket) -> None:  # pragma: no cover - keeps the import for typing
+    del sock
