@@ -173,6 +173,10 @@ class Gunicorn(WsgiServer):
         try:
             with http_get(self.port, "/ready") as response:
                 assert response.status == 200, response.status
+        except Exception as exc:
+            self.stop()
+            output = self.output.read_text(errors="replace")
+            raise RuntimeError(f"{self.name} did not start:\n{output}\n{self.log()}") from exc
         except BaseException:
             self.stop()
             raise
