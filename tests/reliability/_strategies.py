@@ -45,10 +45,12 @@ KEYS: Final = (
     "expected_server_hostname",
     "alpn_protocols",
 )
-# The options pysock adds beyond Workers. The model does not cover their values (each
-# has its own tests: test_tcp_knobs.py, test_proxies.py, test_address_filter.py,
-# test_happy_eyeballs.py, test_unix_and_adopt.py), so an "unknown key" is never one of them.
+# pysock's other options, most beyond Workers. The model does not cover their values
+# (each has its own tests: test_tcp_knobs.py, test_proxies.py, test_address_filter.py,
+# test_happy_eyeballs.py, test_unix_and_adopt.py, test_tls.py), so an "unknown key" is
+# never one of them.
 BEYOND_KEYS: Final = (
+    "ignore_unexpected_eof",
     "happy_eyeballs_delay",
     "address_filter",
     "proxy",
@@ -195,8 +197,10 @@ def _workers_ipv6(host: Any) -> Any:
     """A SocketAddress hostname "[2001:db8::1]" (how Workers code must spell an IPv6
     literal) is checked as the bare literal. The verdict keeps the bracketed host,
     which is not one of SAFE_HOSTS, so the test never connects to it."""
-    if isinstance(host, str) and host[:1] == "[" and host[-1:] == "]" and _is_ipv6(host[1:-1]):
-        return host[1:-1]
+    if isinstance(host, str) and host[:1] == "[" and host[-1:] == "]":
+        inner = host[1:-1]
+        if _is_ipv6(inner.partition("%")[0]):  # a zone may follow: "[fe80::1%eth0]"
+            return inner
     return host
 
 
