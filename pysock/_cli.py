@@ -119,8 +119,9 @@ def _parser() -> argparse.ArgumentParser:
         type=_seconds,
         metavar="S",
         help="wait at most S seconds for the server, each time: to connect (DNS, TCP, TLS "
-        "handshake), for the whole STARTTLS exchange, for each write, and, once stdin has "
-        "ended, for each read (while stdin is open, pysock waits for you as long as you like)",
+        "handshake), for the whole STARTTLS exchange and for the handshake after it, for "
+        "each write, and, once stdin has ended, for the server's next bytes (exit status 4). "
+        "While stdin is open a silent server is waited for: you may be typing",
     )
     parser.add_argument(
         "--half-close",
@@ -219,7 +220,7 @@ class _Session:
         self.address = address
         self.context = context
         self.timeout: Optional[float] = args.timeout
-        self.remote = str(address)  # The real endpoint, once connected.
+        self.remote = "the server"  # Its real endpoint, once connected.
         self.send_error: Optional[BaseException] = None
         # Set by the stdin thread when it will send nothing more: from then on a
         # read timeout ends the session (module docstring).

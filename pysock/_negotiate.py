@@ -23,7 +23,13 @@ import threading
 from typing import Callable, Final, Optional
 
 from ._socket import Socket
-from .errors import IncompleteReadError, PysockError, SocketTimeout, StartTlsError
+from .errors import (
+    IncompleteReadError,
+    LimitOverrunError,
+    PysockError,
+    SocketTimeout,
+    StartTlsError,
+)
 
 __all__ = ["PROTOCOLS", "escape", "negotiate"]
 
@@ -78,9 +84,7 @@ def _exchange(sock: Socket, protocol: str, host: str, say: Say) -> None:
         raise StartTlsError(
             f"{protocol}: the server closed the connection before agreeing to TLS"
         ) from exc
-    except ValueError as exc:  # readuntil() met its limit: this is not the protocol.
-        if isinstance(exc, PysockError):
-            raise
+    except LimitOverrunError as exc:  # readuntil() met its limit: this is not the protocol.
         raise StartTlsError(f"{protocol}: the server's answer is not {protocol}: {exc}") from exc
 
 

@@ -334,6 +334,23 @@ def test_starttls_refused_names_the_answer(serve: Callable[..., Server], cafile:
     assert "\x1b" not in err and "\\x1b[31m" in err  # peer bytes escaped
 
 
+def test_starttls_xmpp_answer_without_an_end_is_refused(serve: Callable[..., Server]) -> None:
+    def endless_features(conn: socket.socket) -> None:
+        conn.recv(4096)  # The stream header.
+        try:
+            conn.sendall(b"<stream:features>" + b"<x/>" * 20000)  # No </stream:features>.
+            recv_all(conn)  # Until the client gives up and closes.
+        except ConnectionError:
+            pass  # It closed with our bytes unread: a reset, as expected then.
+
+    server = serve(endless_features)
+    result = run(server.address, "--starttls", "xmpp")
+    assert result.returncode == 1
+    assert last_line(result.stderr).startswith(
+        "pysock: error: xmpp: the server's answer is not xmpp: "
+    )
+
+
 def test_starttls_postgres(postgres: ChildServer, cafile: str) -> None:  # noqa: F811
     query = b"SELECT 1\0"
     session = (
