@@ -611,7 +611,8 @@ def test_an_open_stdin_keeps_an_idle_session_alive(serve: Callable[..., Server])
 
     def answer_one_line(conn: socket.socket) -> None:
         conn.sendall(b"ready\n")
-        request = conn.makefile("rb").readline()
+        with conn.makefile("rb") as file:
+            request = file.readline()
         conn.sendall(b"you said " + request)
         release.wait(HANG + TIMEOUT)  # Then silent, until the test ends.
 
