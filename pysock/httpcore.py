@@ -84,6 +84,7 @@ class ConnectionOptions(TypedDict, total=False):
     no_delay: bool
     keep_alive: Union[bool, tuple[float, float, int]]
     local_address: Union[str, tuple[str, int], None]
+    ignore_unexpected_eof: bool
 
 
 class BackendOptions(ConnectionOptions, total=False):
@@ -114,7 +115,8 @@ class Backend(httpcore.NetworkBackend):
         for key in connect_options:
             if key in _DECIDED_PER_CALL:
                 raise TypeError(f"{key!r} is not a Backend option: {_DECIDED_PER_CALL[key]}")
-        merge_options(None, connect_options)  # Every error now, none per request.
+        # Every error now, none per request; checked as connect_tcp() will connect.
+        merge_options(None, {**connect_options, "secure_transport": "starttls"})
         self._options: dict[str, Any] = dict(connect_options)
 
     def connect_tcp(
