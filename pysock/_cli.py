@@ -151,6 +151,8 @@ def _seconds(text: str) -> float:
 
 def _address(host: str, port: Optional[str]) -> Address:
     """HOST:PORT as typed, or HOST PORT (the nc habit) as a (host, port) tuple."""
+    if "://" in host:  # connect()'s own message suggests a connect() call.
+        raise _UsageError(f"{host!r} is a URL: give HOST:PORT or HOST PORT")
     if port is None:
         if ":" not in host:
             raise _UsageError(f"no port in {host!r}: give HOST:PORT or HOST PORT")

@@ -241,6 +241,7 @@ def test_bad_host() -> None:
         (("127.0.0.1", "http"), "the port must be a number, not 'http'"),
         (("127.0.0.1", "0"), "port 0 is outside 1..65535"),
         (("unix:/run/x.sock", "80"), "a unix: address takes no port"),
+        (("https://example.com:443",), "is a URL: give HOST:PORT or HOST PORT"),
     ],
 )
 def test_bad_arguments_are_status_2(args: tuple[str, ...], message: str) -> None:
