@@ -34,6 +34,7 @@ import trustme
 import pysock
 import pysock.httpcore
 import pysock.httpx
+from pysock import _opening
 from pysock.httpx import Transport
 
 from ._nginx import Nginx, nginx  # noqa: F401 (fixture)
@@ -116,11 +117,11 @@ class HTTPServer(_Counting, http.server.ThreadingHTTPServer):
 
     daemon_threads = False  # server_close() joins every connection's thread
 
-    def __init__(self, host: str, context: Optional[ssl.SSLContext] = None) -> None:
+    def __init__(self, host: str, context: Optional[ssl.SSLContext] = None, port: int = 0) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.connections = 0
         self.errors = []
-        super().__init__((host, 0), Handler)
+        super().__init__((host, port), Handler)
         if context is not None:
             self.socket = context.wrap_socket(
                 self.socket, server_side=True, do_handshake_on_connect=False
@@ -457,6 +458,48 @@ def test_retries_meet_the_guard_each_time(unused_port: int) -> None:
     assert caught.value.__cause__.errno == errno.ECONNREFUSED
 
 
+def test_happy_eyeballs_passes_a_blackholed_family_by(
+    http_servers: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name with a silent IPv6 address and a working IPv4 one: the request goes
+    through after the Happy Eyeballs delay, not after the connect timeout."""
+    if not ipv6_loopback_works():
+        pytest.skip("IPv6 loopback ::1 is not available on this machine")
+    name = "dual.pysock.test"  # resolved through pysock's resolver seam, as in test_happy_eyeballs
+    real = socket.getaddrinfo
+
+    def resolve(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        addresses = ["::1", "127.0.0.1"] if host == name else [host]
+        return [info for ip in addresses for info in real(ip, port, *args, **kwargs)]
+
+    monkeypatch.setattr(_opening, "getaddrinfo", resolve)
+    hole, server = _blackhole_and_server_on_one_port()
+    try:
+        http_servers(server)
+        transport = Transport(happy_eyeballs_delay=0.05)
+        with httpx.Client(transport=transport, timeout=httpx.Timeout(WAIT)) as client:
+            response = client.get(f"http://{name}:{server.port}/raced")
+    finally:
+        hole.close()
+    assert response.text == "hello from /raced"
+    assert response.extensions["network_stream"].get_extra_info("server_addr") == (
+        "127.0.0.1",
+        server.port,
+    )
+    assert response.elapsed.total_seconds() < WAIT / 2  # not the connect timeout
+
+
+def _blackhole_and_server_on_one_port() -> tuple[Blackhole, HTTPServer]:
+    """A blackhole on ::1 and an HTTP server on 127.0.0.1, on the same port."""
+    for _ in range(20):  # the blackhole's port may be taken on 127.0.0.1
+        hole = Blackhole("::1")
+        try:
+            return hole, HTTPServer("127.0.0.1", port=hole.port)
+        except OSError:
+            hole.close()
+    raise AssertionError("no port free on both loopback addresses")
+
+
 # -- timeouts and errors ----------------------------------------------------------------------
 
 
@@ -513,6 +556,36 @@ def test_a_reset_mid_response_is_a_read_error(serve: Callable[..., Server]) -> N
     server = serve(cut_short)  # closing with SO_LINGER 0 sends RST
     with _client() as client, pytest.raises(httpx.ReadError) as caught:
         client.get(f"http://{server.address}/")
+    assert isinstance(caught.value.__cause__, pysock.BrokenSocketError)
+
+
+@pytest.mark.parametrize("ignore", [False, True], ids=["strict", "ignore_unexpected_eof"])
+def test_a_tls_end_without_close_notify(
+    serve: Callable[..., Server],
+    leaf: trustme.LeafCert,
+    tls_context: ssl.SSLContext,
+    ignore: bool,
+) -> None:
+    """A body that runs until the server hangs up, which it does without close_notify:
+    a possible truncation, an error unless the transport was told to accept it."""
+    context = server_context(leaf, ssl.TLSVersion.TLSv1_3)
+
+    def close_delimited(conn: socket.socket) -> None:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            _read_request(tls)
+            tls.sendall(b"HTTP/1.0 200 OK\r\n\r\nthe body runs until the end")
+        # SSLSocket.close() sends no close_notify: only unwrap() would
+
+    server = serve(close_delimited)
+    client = _client(verify=tls_context, ignore_unexpected_eof=ignore)
+    with client:
+        if ignore:
+            assert client.get(f"https://localhost:{server.port}/").text == (
+                "the body runs until the end"
+            )
+            return
+        with pytest.raises(httpx.ReadError, match="without close_notify") as caught:
+            client.get(f"https://localhost:{server.port}/")
     assert isinstance(caught.value.__cause__, pysock.BrokenSocketError)
 
 
