@@ -90,9 +90,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         # pysock never modifies a context it is given: offer ALPN on the context itself
         # (without tls_context, connect(alpn_protocols=["http/1.1"]) does the same).
         context.set_alpn_protocols(["http/1.1"])
-        # Python 3.9 sets this option by default; clear it so that a TLS stream cut
-        # without close_notify is an error, not a silent EOF (docs/tls.md).
-        context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
         get(args.address, args.path, context)
     except (PysockError, OSError, HttpError, ValueError) as exc:  # a bad chunk size too
         print(f"https_get.py: error: {exc}", file=sys.stderr)

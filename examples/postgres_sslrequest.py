@@ -114,9 +114,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         # Verification stays on (like sslmode=verify-full); --cafile only changes whom we trust.
         context = ssl.create_default_context(cafile=args.cafile)
-        # Python 3.9 sets this option by default; clear it so that a TLS stream cut
-        # without close_notify is an error, not a silent EOF (docs/tls.md).
-        context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
         session(args.address, args.user, args.database, context)
     except (PysockError, OSError, PostgresError) as exc:  # ssl.SSLError is an OSError
         print(f"postgres_sslrequest.py: error: {exc}", file=sys.stderr)

@@ -84,9 +84,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         # Certificate and hostname verification stay on; --cafile only changes whom we trust.
         context = ssl.create_default_context(cafile=args.cafile)
-        # Python 3.9 sets this option by default; clear it so that a TLS stream cut
-        # without close_notify is an error, not a silent EOF (docs/tls.md).
-        context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
         smtp_session(args.address, context)
     except (PysockError, OSError, SmtpError) as exc:  # ssl.SSLError is an OSError
         print(f"smtp_starttls.py: error: {exc}", file=sys.stderr)

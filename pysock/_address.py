@@ -118,18 +118,40 @@ def _parse(address: Any) -> Endpoint:
     elif isinstance(address, dict):
         unknown = set(address) - {"hostname", "port"}
         if unknown:
-            raise TypeError(f"unknown SocketAddress key {sorted(unknown)[0]!r}")
+            key = sorted(unknown, key=str)[0]
+            hint = _KEY_HINTS.get(key.lower() if isinstance(key, str) else key)
+            raise TypeError(
+                f"unknown SocketAddress key {key!r}" + (f": write {hint!r}" if hint else "")
+            )
         if "hostname" not in address:
             raise ValueError("SocketAddress is missing 'hostname'")
         if "port" not in address:
             raise ValueError("SocketAddress is missing 'port'")
-        host, port = address["hostname"], address["port"]
+        host, port = _unbracket(address["hostname"]), address["port"]
     else:
         raise TypeError(
             "address must be a SocketAddress dict, a 'host:port' string or a (host, port) "
             f"tuple, not {type(address).__name__}"
         )
     return Endpoint(_check_host(host), _check_port(port), _ip_family(host))
+
+
+# Keys of other address mappings, and the Workers key that means the same.
+_KEY_HINTS: Final = {"host": "hostname", "hostName": "hostname", "name": "hostname"}
+
+
+def _unbracket(host: Any) -> Any:
+    """Accept the Workers spelling of an IPv6 hostname: ``"[2001:db8::1]"``.
+
+    Workers code must bracket an IPv6 literal in ``hostname``; the same
+    mapping means the same destination here.
+    """
+    if isinstance(host, str) and host.startswith("[") and host.endswith("]"):
+        inner = host[1:-1]
+        if _ip_family(inner.partition("%")[0]) == socket.AF_INET6:
+            return inner
+        raise ValueError(f"hostname {host!r}: brackets hold an IPv6 literal, and this is not one")
+    return host
 
 
 def _unix_endpoint(path: Any) -> Endpoint:
@@ -192,6 +214,8 @@ def parse_local_address(value: Any) -> tuple[int, tuple[str, int]]:
 
 
 def _split_host_port(text: str) -> tuple[str, int]:
+    if "://" in text:
+        raise ValueError(_not_a_url(text))
     if text.startswith("["):
         end = text.find("]")
         if end < 0 or text[end + 1 : end + 2] != ":":
@@ -212,6 +236,25 @@ def _split_host_port(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def _not_a_url(text: str) -> str:
+    """The message for a URL given as an address, with the address to write instead."""
+    scheme, _, rest = text.partition("://")
+    authority = rest.split("/", 1)[0].rpartition("@")[2]
+    default = _DEFAULT_PORTS.get(scheme.lower())
+    if authority and not authority.endswith("]") and ":" in authority:
+        address = authority
+    elif authority and default is not None:
+        address = f"{authority}:{default}"
+    else:
+        return f"{text!r} is a URL: pysock connects to a 'host:port' address"
+    tls = ", secure_transport='on'" if scheme.lower() in _TLS_SCHEMES else ""
+    return f"{text!r} is a URL: pysock connects to 'host:port'; write connect({address!r}{tls})"
+
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21, "smtp": 25}
+_TLS_SCHEMES: Final = frozenset({"https", "wss"})
+
+
 def _check_host(host: Any) -> str:
     return check_name(host, "hostname")
 
@@ -219,11 +262,13 @@ def _check_host(host: Any) -> str:
 def check_name(host: Any, what: str) -> str:
     """Check a host name or IP literal (an address's, or ``expected_server_hostname``).
 
-    Beyond SPEC section 1's rules (no whitespace, ``/``, ``@`` or control
-    characters, at most 253 characters), a name must be one DNS and TLS can
-    carry: no empty label and none over 63 characters (RFC 1035 section 2.3.4),
-    no leading dot, and IDNA-encodable when not ASCII. Otherwise the failure
-    would come later, from ``getaddrinfo()`` or the ssl module, in another thread.
+    Beyond the rules every address follows (no whitespace, ``/``, ``@`` or
+    control characters, which no host name holds and which would let a name
+    smuggle a path, credentials or a header; at most 253 characters), a name
+    must be one DNS and TLS can carry: no empty label and none over 63
+    characters (RFC 1035 section 2.3.4), no leading dot, and IDNA-encodable
+    when not ASCII. Otherwise the failure would come later, from
+    ``getaddrinfo()`` or the ssl module, in another thread.
     """
     if not isinstance(host, str):
         raise TypeError(f"{what} must be a str, not {type(host).__name__}")

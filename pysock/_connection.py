@@ -62,8 +62,9 @@ __all__ = ["Connection", "ReadDeadline"]
 _E = TypeVar("_E", bound=BaseException)
 
 _live: weakref.WeakSet[Connection] = weakref.WeakSet()
-# Silent unless the application configures logging at DEBUG: connects, TLS
-# sessions and how each connection ended. Never data, keys or certificates.
+# At DEBUG: connects, TLS sessions and how each connection ended. The only
+# WARNING is `Socket.stream()`'s mid-response upstream failure, which a WSGI
+# server would otherwise drop. Never data, keys or certificates.
 _log = logging.getLogger("pysock")
 # Seconds before the selector thread looks again at a hang-up that a reader was
 # inside recv() for (it usually handles it first; this covers one just leaving).
@@ -205,6 +206,21 @@ class Connection(Opening, StreamIO):
         if self._write_done:
             self._send_eof()
         self._maybe_finish()
+
+    def shown_state(self) -> str:
+        """The state as a user reads it in a repr.
+
+        ``connecting``, ``open``, ``closed`` (by your code, a clean end, or
+        taken over by `start_tls()`), ``broken`` (the peer or the network broke
+        it once open) or ``failed`` (it never opened): a failed opening must
+        not read like a clean end.
+        """
+        state = self.state
+        if state is State.BROKEN:
+            return "broken" if self.info is not None else "failed"
+        if state is State.CONNECTING or state is State.OPEN:
+            return str(state.value)
+        return "closed"
 
     def _fail_open(self, error: BaseException, cause: Optional[BaseException] = None) -> None:
         if cause is not None:

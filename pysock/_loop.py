@@ -11,7 +11,8 @@ an IP literal is started by `connect()` itself. The background thread,
 * a connect that did not complete at once (it completes ``opened``), and its
   ``connect_timeout`` deadline;
 * the peer's FIN or RST arriving on a socket that no thread is reading, which
-  must still complete ``closed`` (SPEC section 3);
+  must still complete ``closed`` (a web view or a pool learns of it with no
+  thread reading);
 * releasing the descriptor of a socket that is registered in the selector
   (closing a registered descriptor first would leave epoll watching a file
   that another process, after ``fork()``, may still hold open).

@@ -238,7 +238,8 @@ class Opening:
             refusal = self.check_destination(sockaddr)
         except Exception as exc:  # The user's filter failed: nothing is opened.
             message = f"address_filter failed for {self.endpoint}: {exc!r}"
-            # SPEC 5: the cause is an OSError; the filter's exception is its cause.
+            # A ConnectError's cause is always an OSError (code catching OSError
+            # sees every opening failure); the filter's exception is behind it.
             refusal = OSError(errno.EACCES, f"address_filter raised {exc!r}")
             refusal.__cause__ = exc
             self._fail_open(ConnectError(message, errno.EACCES), refusal)
@@ -441,7 +442,7 @@ class Opening:
         except (ProxyRefused, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             message = f"cannot connect to {self.endpoint} through proxy {proxy}: {reason}"
-            # The cause is an OSError, as for a direct connect (SPEC section 5).
+            # The cause is an OSError, as for a direct connect: a ConnectError's always is.
             cause = exc if isinstance(exc, OSError) else OSError(exc.errno, reason)
             self._fail_open(ConnectError(message, exc.errno), cause)
             return

@@ -31,7 +31,9 @@ class SocketOptions(TypedDict, total=False):
     ``allow_half_open``. Python's own: ``timeout`` (each blocking read or
     write), ``connect_timeout`` (one deadline for DNS, every attempt, a
     proxy's handshake and TLS), ``tls_context``, ``expected_server_hostname``,
-    ``alpn_protocols``.
+    ``alpn_protocols``, ``ignore_unexpected_eof`` (take a TLS stream that
+    ends without close_notify as a clean end: off by default, since a
+    truncation attack looks the same; docs/tls.md).
 
     Beyond Workers (docs/beyond.md):
 
@@ -55,6 +57,7 @@ class SocketOptions(TypedDict, total=False):
     tls_context: Optional[ssl.SSLContext]
     expected_server_hostname: Optional[str]
     alpn_protocols: Optional[Sequence[str]]
+    ignore_unexpected_eof: bool
     # Beyond Workers (docs/beyond.md):
     happy_eyeballs_delay: Optional[float]
     address_filter: Optional[Callable[[str, int], bool]]
@@ -82,6 +85,7 @@ class Options:
     tls_context: Optional[ssl.SSLContext] = None
     expected_server_hostname: Optional[str] = None
     alpn_protocols: Optional[tuple[str, ...]] = None
+    ignore_unexpected_eof: bool = False
     happy_eyeballs_delay: Optional[float] = DEFAULT_HAPPY_EYEBALLS_DELAY
     address_filter: Optional[Callable[[str, int], bool]] = None
     proxy: Optional[ProxyConfig] = None
@@ -127,7 +131,35 @@ def _check_key(key: Any) -> None:
     snake = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
     if snake in _KEYS:
         raise TypeError(f"unknown option {key!r}: pysock spells it {snake!r}")
+    hint = _HINTS.get(snake)
+    if hint is not None:
+        raise TypeError(f"unknown option {key!r}: {hint}")
     raise TypeError(f"unknown option {key!r}")
+
+
+# Options of other libraries (ssl, asyncio, httpx, requests...) a user may
+# reach for, and what pysock calls them.
+_TLS_ON: Final = "for TLS write secure_transport='on' (or 'starttls' to upgrade later)"
+_HINTS: Final = {
+    "tls": _TLS_ON,
+    "ssl": _TLS_ON,
+    "use_tls": _TLS_ON,
+    "use_ssl": _TLS_ON,
+    "secure": _TLS_ON,
+    "https": _TLS_ON,
+    "starttls": "write secure_transport='starttls', then call start_tls()",
+    "ssl_context": "pysock calls it tls_context",
+    "context": "pysock calls it tls_context",
+    "server_hostname": "pysock calls it expected_server_hostname",
+    "sni": "pysock calls it expected_server_hostname",
+    "alpn": "pysock calls it alpn_protocols",
+    "read_timeout": "pysock calls it timeout (each blocking read or write)",
+    "write_timeout": "pysock calls it timeout (each blocking read or write)",
+    "half_open": "pysock calls it allow_half_open",
+    "host": "the host goes in the address: connect('host:port') or connect((host, port))",
+    "hostname": "the host goes in the address: connect('host:port') or connect((host, port))",
+    "port": "the port goes in the address: connect('host:port') or connect((host, port))",
+}
 
 
 def _validate(raw: dict[str, Any]) -> Options:
@@ -141,6 +173,14 @@ def _validate(raw: dict[str, Any]) -> Options:
     half_open = raw.get("allow_half_open", False)
     if not isinstance(half_open, bool):
         raise TypeError(f"allow_half_open must be a bool, not {type(half_open).__name__}")
+    ragged = raw.get("ignore_unexpected_eof", False)
+    if not isinstance(ragged, bool):
+        raise TypeError(f"ignore_unexpected_eof must be a bool, not {type(ragged).__name__}")
+    if ragged and transport == "off":
+        raise ValueError(
+            "ignore_unexpected_eof is about TLS endings: it needs secure_transport='on' "
+            "or 'starttls'"
+        )
     timeout = check_timeout("timeout", raw.get("timeout"))
     connect_timeout = check_timeout("connect_timeout", raw.get("connect_timeout", timeout))
     context, hostname, alpn = check_tls_options(
@@ -173,6 +213,7 @@ def _validate(raw: dict[str, Any]) -> Options:
         tls_context=context,
         expected_server_hostname=hostname,
         alpn_protocols=alpn,
+        ignore_unexpected_eof=ragged,
         happy_eyeballs_delay=check_timeout("happy_eyeballs_delay", delay),
         address_filter=address_filter,
         proxy=None if proxy is None else parse_proxy(proxy),

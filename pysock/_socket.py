@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import ssl
 from types import TracebackType
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from typing_extensions import Self, Unpack
 
@@ -60,6 +60,13 @@ def connect(
             sock.writable.write(b"HEAD / HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n")
             print(sock.readable.readline())
     """
+    port: Any = options
+    if isinstance(port, int) and not isinstance(port, bool) and isinstance(address, str):
+        # connect("localhost", 9001): the socket.create_connection() habit.
+        raise TypeError(
+            f"connect() takes the port in the address: write connect('{address}:{port}') "
+            f"or connect(('{address}', {port}))"
+        )
     resolved = merge_options(options, kwargs)
     if address is None:
         if resolved.sock is None:
@@ -138,7 +145,7 @@ class Socket:
     @timeout.setter
     def timeout(self, value: Optional[float]) -> None:
         self._connection.timeout = check_timeout("timeout", value)
-        self.readable.timeout_changed()
+        self.readable._timeout_changed()
 
     @property
     def tls(self) -> Optional[TLSInfo]:
@@ -194,7 +201,7 @@ class Socket:
         context, hostname, alpn = check_tls_options(
             tls_context, expected_server_hostname, alpn_protocols
         )
-        unread = self.readable._has_unread()
+        unread = self.readable._unread()
         if unread is None:
             raise StartTlsError("start_tls(): another thread is reading this socket")
         was_open = connection.state is State.OPEN
@@ -281,6 +288,7 @@ class Socket:
 
     def __repr__(self) -> str:
         connection = self._connection
-        state = connection.state
-        shown = state.value if state in (State.CONNECTING, State.OPEN) else "closed"
-        return f"<pysock.Socket {connection.endpoint} {self.secure_transport} {shown}>"
+        return (
+            f"<pysock.Socket {connection.endpoint} {self.secure_transport} "
+            f"{connection.shown_state()}>"
+        )

@@ -14,7 +14,7 @@ import dataclasses
 import socket
 import ssl
 import time
-from typing import Optional
+from typing import Final, Optional
 
 from ._connection import Connection
 from ._options import Options
@@ -27,7 +27,7 @@ __all__ = ["start_tls"]
 
 def start_tls(
     old: Connection,
-    unread: bool,
+    unread: bytes,
     context: Optional[ssl.SSLContext],
     hostname: Optional[str],
     alpn: Optional[tuple[str, ...]],
@@ -59,29 +59,36 @@ def start_tls(
     return new
 
 
-def _check_upgradable(old: Connection, unread: bool) -> None:
+def _check_upgradable(old: Connection, unread: bytes) -> None:
     if old.state is not State.OPEN or old.sock is None:
         raise StartTlsError(f"start_tls(): the socket to {old.endpoint} is {old.state.value}")
     if old._reading or old._writing:
         raise StartTlsError("start_tls(): another thread is reading or writing this socket")
     if old._peer_eof or old._write_done or old._reader_closed:
         raise StartTlsError("start_tls(): the connection is half-closed")
-    if unread or _kernel_has_unread(old.sock):
+    waiting = unread or _kernel_unread(old.sock)
+    if waiting:
         old.close()
+        shown = repr(waiting[:_SHOWN])[1:] + ("..." if len(waiting) > _SHOWN else "")
         raise StartTlsError(
-            f"start_tls(): the server at {old.endpoint} sent bytes after its go-ahead and "
-            "before the TLS handshake; they could be injected plaintext (CVE-2011-0411), "
-            "so the connection was closed"
+            f"start_tls(): plaintext from {old.endpoint} is waiting unread: {shown}. "
+            "Either it is the server's reply, not read yet (read the answer to your "
+            "STARTTLS command, then call start_tls()), or it was injected after the "
+            "server's go-ahead (CVE-2011-0411). The connection was closed"
         )
 
 
-def _kernel_has_unread(sock: socket.socket) -> bool:
+# How many unread bytes the refusal shows (escaped): enough to recognise a reply.
+_SHOWN: Final = 60
+
+
+def _kernel_unread(sock: socket.socket) -> bytes:
     try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        return sock.recv(_SHOWN + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
-        return False
+        return b""
     except OSError:
-        return False  # A reset: the handshake will report it.
+        return b""  # A reset: the handshake will report it.
 
 
 def _upgraded_options(

@@ -13,8 +13,9 @@ Every call holds ``_lock``, also around a single C call. `io.BufferedReader`
 is not safe for concurrent readers: its C methods look at the buffer before
 taking their own lock and, once they have it, some drop what is buffered
 (``read1``, ``readinto`` and ``readline`` reset the buffer before reading
-the raw stream), so two threads in it at once lose or reorder bytes. SPEC:
-concurrent reads are serialized, never interleaved within one call.
+the raw stream), so two threads in it at once lose or reorder bytes. pysock
+promises that concurrent reads are serialized, never interleaved within one
+call: a message read by one thread arrives whole.
 
 The C methods have one flaw for a socket: a call that needs several raw reads
 (``readline`` of a long line, ``read(n)``) drops what it gathered if a raw
@@ -130,7 +131,7 @@ class SocketReader(io.BufferedIOBase):
         if fast and raw is not None and "readinto" not in raw.__dict__:
             raw.readinto = connection.recv_into  # type: ignore[method-assign]
         self._fast = fast
-        # Read again after the write: `timeout_changed()` in another thread
+        # Read again after the write: `_timeout_changed()` in another thread
         # sets the timeout, then clears the flag; either order leaves it off.
         if fast and connection.timeout is not None:
             self._fast = False
@@ -138,7 +139,7 @@ class SocketReader(io.BufferedIOBase):
     def _unbind(self) -> None:
         self._fast = False
 
-    def timeout_changed(self) -> None:
+    def _timeout_changed(self) -> None:
         """`Socket.timeout` changed (any thread): the next call takes the slow path.
 
         That path reads the new timeout, unbinds the raw layer if there is one
@@ -374,23 +375,21 @@ class SocketReader(io.BufferedIOBase):
         else:
             self._connection.close_read()
 
-    def _has_unread(self) -> Optional[bool]:
-        """True if bytes received from the socket wait in this reader (no I/O).
+    def _unread(self) -> Optional[bytes]:
+        """The bytes received from the socket that wait in this reader (no I/O).
 
         None if another thread is reading: the answer would not stay true.
         """
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            if self._stash:
-                return True
             if self._buffer is None or self._raw is None:
-                return False
+                return self._stash
             raw = self._raw
             raw.nowait = True
             bound = raw.__dict__.pop("readinto", None)  # the unbuffered fast path, if any
             try:
-                return bool(self._buffer.peek(1))
+                return self._stash + bytes(self._buffer.peek(1))
             finally:
                 raw.nowait = False
                 if bound is not None:
@@ -416,7 +415,7 @@ class SocketReader(io.BufferedIOBase):
         pass  # The connection's own finalizer closes it; dropping a stream must not.
 
     def __repr__(self) -> str:
-        state = "closed" if self._is_closed else "open"
+        state = "closed" if self._is_closed else self._connection.shown_state()
         return f"<pysock.SocketReader {self._connection.endpoint} {state}>"
 
 
@@ -511,7 +510,7 @@ class SocketWriter(io.BufferedIOBase):
         self._connection.writer_gone = True
 
     def __repr__(self) -> str:
-        state = "closed" if self._is_closed else "open"
+        state = "closed" if self._is_closed else self._connection.shown_state()
         return f"<pysock.SocketWriter {self._connection.endpoint} {state}>"
 
 

@@ -3,12 +3,12 @@
 Theory of operation
 ===================
 
-OpenSSL forbids concurrent calls on one SSL object, yet SPEC section 3 wants
-one thread reading while another writes. ``ssl.SSLSocket`` cannot give that
-(its read and write share the SSL object *and* block inside OpenSSL), so a
-`TlsConnection` keeps the SSL object away from the socket: it talks to two
-`ssl.MemoryBIO`s, and pysock moves ciphertext between the BIOs and the socket
-itself. Three locks, each with one job:
+OpenSSL forbids concurrent calls on one SSL object, yet pysock lets one thread
+read while another writes (a protocol client's reader and writer).
+``ssl.SSLSocket`` cannot give that (its read and write share the SSL object
+*and* block inside OpenSSL), so a `TlsConnection` keeps the SSL object away
+from the socket: it talks to two `ssl.MemoryBIO`s, and pysock moves ciphertext
+between the BIOs and the socket itself. Three locks, each with one job:
 
 * ``_ssl_lock`` guards the SSL object and both BIOs. It is held only for
   non-blocking, in-memory work (encrypt, decrypt, handshake step), never
@@ -256,11 +256,18 @@ class TlsConnection(Connection):
             reason = f"certificate verify failed: {exc.verify_message}"
         elif isinstance(exc, ssl.SSLEOFError):
             reason = "the peer closed the connection during the handshake"
+        elif _reason(exc) in _PLAINTEXT_ANSWERS:
+            reason = (
+                f"the server seems to answer in plaintext ({_reason(exc)}): this port does "
+                "not seem to speak TLS from the first byte (for a protocol that upgrades "
+                "later, such as SMTP on 587 or IMAP on 143, use secure_transport='starttls')"
+            )
         else:
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
         cause = exc
         if not isinstance(exc, ssl.SSLError):  # A reset or an EOF under the handshake.
-            # SPEC 5: a TLSError's cause is the ssl error; the OS error is behind it.
+            # A TLSError's cause is always an ssl error (code that inspects it needs
+            # one type); the OS error is behind it.
             cause = ssl.SSLError(getattr(exc, "errno", None) or 0, f"TLS handshake: {reason}")
             cause.__cause__ = exc
         self._fail_open(TLSError(f"TLS handshake with {self.endpoint} failed: {reason}"), cause)
@@ -411,6 +418,9 @@ class TlsConnection(Connection):
             except ssl.SSLZeroReturnError:
                 return self._end_of_records() or True
             except ssl.SSLError as exc:
+                if self._accepts_as_eof(exc):
+                    self._tls_eof = True
+                    return True
                 self._tls_failure = exc
                 return exc
             finally:
@@ -430,12 +440,24 @@ class TlsConnection(Connection):
         a close_notify: it is the truncation, returned as the error it is.
         Caller holds ``_ssl_lock``.
         """
-        if self._incoming.eof:
+        if self._incoming.eof and not self.options.ignore_unexpected_eof:
             failure = ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol")
             self._tls_failure = failure
             return failure
         self._tls_eof = True
         return None
+
+    def _accepts_as_eof(self, exc: ssl.SSLError) -> bool:
+        """True for a TCP EOF without close_notify on a socket told to take it as the end.
+
+        Only with ``ignore_unexpected_eof=True`` (off by default: a truncation
+        attack looks exactly like it). The context's own
+        ``OP_IGNORE_UNEXPECTED_EOF`` never decides it, since Python 3.9 sets
+        that flag on every default context.
+        """
+        return self.options.ignore_unexpected_eof and (
+            isinstance(exc, ssl.SSLEOFError) or _reason(exc) == "UNEXPECTED_EOF_WHILE_READING"
+        )
 
     def _failed_by(self, exc: BaseException) -> PysockError:
         """An SSL error on the open connection: fail it, return the error to raise.
@@ -455,7 +477,8 @@ class TlsConnection(Connection):
         if isinstance(exc, ssl.SSLEOFError) or _reason(exc) == "UNEXPECTED_EOF_WHILE_READING":
             return (
                 f"TLS connection to {self.endpoint} ended without close_notify "
-                "(a truncation attack looks the same)"
+                "(a truncation attack looks the same; for a server known to end so, "
+                "connect with ignore_unexpected_eof=True)"
             )
         return f"TLS connection to {self.endpoint} broken: {exc}"
 
@@ -468,7 +491,7 @@ class TlsConnection(Connection):
                 if self._plain and isinstance(self._read_error, BrokenSocketError):
                     # Whole records that came before a ragged EOF or a reset are the
                     # peer's data, as they are to a reader who was waiting: deliver
-                    # them, then the error (SPEC 3: bytes before the end stay readable).
+                    # them, then the error: no byte received is dropped.
                     return self._take_plain(buffer)
                 self._check_readable(deadline)
             if len(buffer) == 0:
@@ -521,8 +544,11 @@ class TlsConnection(Connection):
             except ssl.SSLZeroReturnError:
                 nbytes = 0
             except ssl.SSLError as exc:
-                self._tls_failure = exc
-                raise
+                if not self._accepts_as_eof(exc):
+                    self._tls_failure = exc
+                    raise
+                self._tls_eof = True
+                nbytes = 0
             finally:
                 self._queue_outgoing()
             if nbytes == 0:  # The ssl module reports a received close_notify as 0.
@@ -692,6 +718,13 @@ class TlsConnection(Connection):
         if not self._inherited and self._transition(Event.CLOSE):
             self._send_close_notify(wait=False)
         super().close()
+
+
+# OpenSSL's reasons when the first bytes of the server's answer are not a TLS
+# record: a plaintext greeting ("220 ...", "HTTP/1.1 400") read as a header.
+_PLAINTEXT_ANSWERS: Final = frozenset(
+    {"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL"}
+)
 
 
 def _reason(exc: BaseException) -> str:

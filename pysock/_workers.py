@@ -2,7 +2,7 @@
 
 A `concurrent.futures.ThreadPoolExecutor` has a bound, and the call after it
 waits behind the slow ones: with 32 workers, 32 unanswered lookups would hold
-the 33rd socket's fast one. SPEC: a slow lookup for one socket never stalls
+the 33rd socket's fast one, and a slow lookup for one socket must never stall
 another. So a job starts at once, on an idle thread or on a new one; a thread
 that stays idle for `idle_seconds` exits. Bursts of lookups for one name share
 a single job (`pysock._opening.resolve`), so the count of threads follows the

@@ -7,8 +7,9 @@ opened.
 
 from __future__ import annotations
 
+import socket
 import ssl
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import pytest
 
@@ -16,6 +17,8 @@ import pysock
 from pysock import connect
 
 from ._servers import Server
+
+TIMEOUT = 10
 
 BAD_TYPES: list[tuple[Any, dict[str, Any], str]] = [
     (80, {}, "address must be"),
@@ -64,7 +67,8 @@ BAD_VALUES: list[tuple[Any, dict[str, Any], str]] = [
     ({"hostname": "a" * 64 + ":x", "port": 80}, {}, "holds ':' but is not an IPv6 address"),
     ({"hostname": ":::", "port": 80}, {}, "holds ':' but is not an IPv6 address"),
     (("::1%", 80), {}, "holds ':' but is not an IPv6 address"),
-    ({"hostname": "[::1]", "port": 80}, {}, "without brackets"),
+    (("[::1]", 80), {}, "without brackets"),
+    ({"hostname": "[example.com]", "port": 80}, {}, "brackets hold an IPv6 literal"),
     ("localhost:80", {"timeout": -1}, "timeout must be >= 0"),
     ("localhost:80", {"connect_timeout": -0.5}, "connect_timeout must be >= 0"),
     ("localhost:80", {"timeout": float("nan")}, "timeout must be >= 0"),
@@ -122,3 +126,58 @@ def test_argument_errors_open_nothing(echo_server: Server) -> None:
 def test_options_dict_and_keywords_combine(echo_server: Server) -> None:
     with connect(echo_server.address, {"timeout": 5}, allow_half_open=True) as sock:
         assert sock.opened.result(5).remote_address == echo_server.address
+
+
+# -- errors that point at the fix -------------------------------------------------------
+
+# The calls below are the mistakes themselves: untyped, as a script's would be.
+uc: Any = connect
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "suggestion"),
+    [
+        (lambda: uc("localhost", 9001), TypeError, "connect('localhost:9001')"),
+        (lambda: uc("localhost", 9001), TypeError, "connect(('localhost', 9001))"),
+        (lambda: uc("http://localhost:9001"), ValueError, "connect('localhost:9001')"),
+        (lambda: uc("http://example.com/x"), ValueError, "connect('example.com:80')"),
+        (
+            lambda: uc("https://example.com/x"),
+            ValueError,
+            "connect('example.com:443', secure_transport='on')",
+        ),
+        (lambda: uc({"host": "localhost", "port": 1}), TypeError, "'hostname'"),
+        (lambda: uc("localhost:1", tls=True), TypeError, "secure_transport='on'"),
+        (lambda: uc("localhost:1", ssl=True), TypeError, "secure_transport='on'"),
+        (lambda: uc("localhost:1", ssl_context=None), TypeError, "tls_context"),
+        (lambda: uc("localhost:1", server_hostname="x"), TypeError, "expected_server_host"),
+        (lambda: uc("localhost:1", secureTransport="on"), TypeError, "'secure_transport'"),
+    ],
+)
+def test_a_usual_mistake_is_answered_with_what_to_write(
+    call: Callable[[], object], error: type[Exception], suggestion: str
+) -> None:
+    with pytest.raises(error) as info:
+        call()
+    assert suggestion in str(info.value)
+    assert "IPv6" not in str(info.value)  # A URL used to be blamed on brackets.
+
+
+def test_the_workers_spelling_of_an_ipv6_hostname_connects() -> None:
+    """Workers code must write {"hostname": "[2001:db8::1]"}; it means the bare literal."""
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as server:
+        server.settimeout(TIMEOUT)
+        port = server.getsockname()[1]
+        with connect({"hostname": "[::1]", "port": port}) as sock:
+            conn, _ = server.accept()
+            with conn:
+                info = sock.opened.result(TIMEOUT)
+                assert info.remote_address == f"[::1]:{port}"
+                assert repr(sock).startswith(f"<pysock.Socket [::1]:{port} ")
+
+
+def test_ignore_unexpected_eof_needs_tls() -> None:
+    with pytest.raises(ValueError, match="secure_transport"):
+        connect("localhost:1", ignore_unexpected_eof=True)
+    with pytest.raises(TypeError, match="ignore_unexpected_eof must be a bool"):
+        uc("localhost:1", secure_transport="on", ignore_unexpected_eof=1)

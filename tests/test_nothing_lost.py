@@ -201,3 +201,93 @@ def test_the_same_error_is_raised_afresh_each_time(unused_port: int) -> None:
     stored = sock.opened.exception(0)
     assert stored is not None
     sock.close()
+
+
+# -- ignore_unexpected_eof: an explicit choice to take a TLS end without close_notify ------
+
+
+@pytest.mark.parametrize("name", ["read", "readline", "iteration"])
+def test_ignore_unexpected_eof_takes_the_end_as_clean(
+    serve: Callable[..., Server], ca: trustme.CA, tls_server: ssl.SSLContext, name: str
+) -> None:
+    sent = threading.Event()
+    server = serve(ends_without_close_notify(tls_server, sent))
+    sock = connect(
+        server.address,
+        secure_transport="on",
+        tls_context=client_context(ca),
+        ignore_unexpected_eof=True,
+    )
+    with sock:
+        sock.writable.write(b"!")
+        assert sent.wait(TIMEOUT)
+        if name == "read":
+            assert sock.readable.read() == DATA
+        elif name == "readline":
+            lines = [sock.readable.readline() for _ in range(DATA.count(b"\n") + 1)]
+            assert b"".join(lines) == DATA
+        else:
+            assert b"".join(sock.readable) == DATA
+        assert sock.readable.read() == b""
+        assert sock.closed.result(TIMEOUT) is None
+
+
+def test_ignore_unexpected_eof_on_an_idle_socket(
+    serve: Callable[..., Server], ca: trustme.CA, tls_server: ssl.SSLContext
+) -> None:
+    """The background thread sees the end first: still a clean one, the data still there."""
+    sent = threading.Event()
+    server = serve(ends_without_close_notify(tls_server, sent))
+    sock = connect(
+        server.address,
+        secure_transport="on",
+        tls_context=client_context(ca),
+        ignore_unexpected_eof=True,
+    )
+    with sock:
+        sock.writable.write(b"!")
+        assert sock.closed.result(TIMEOUT) is None
+        assert sock.readable.read() == DATA
+
+
+def test_the_contexts_own_flag_does_not_accept_a_truncation(
+    serve: Callable[..., Server], ca: trustme.CA, tls_server: ssl.SSLContext
+) -> None:
+    """Python 3.9 sets OP_IGNORE_UNEXPECTED_EOF on every default context: pysock ignores it."""
+    flag = getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    if not flag:
+        pytest.skip("this ssl module has no OP_IGNORE_UNEXPECTED_EOF")
+    context = client_context(ca)
+    context.options |= flag
+    sent = threading.Event()
+    server = serve(ends_without_close_notify(tls_server, sent))
+    with connect(server.address, secure_transport="on", tls_context=context) as sock:
+        sock.writable.write(b"!")
+        assert sent.wait(TIMEOUT)
+        with pytest.raises(BrokenSocketError) as info:
+            sock.readable.read()
+        assert info.value.partial == DATA
+        assert "ignore_unexpected_eof=True" in str(info.value)
+
+
+def test_ignore_unexpected_eof_still_reports_a_reset(
+    serve: Callable[..., Server], ca: trustme.CA, tls_server: ssl.SSLContext
+) -> None:
+    def handler(conn: socket.socket) -> None:
+        tls = tls_server.wrap_socket(conn, server_side=True)
+        tls.recv(1)
+        tls.sendall(b"some")
+        tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        tls.shutdown(socket.SHUT_RD)  # Drops the TLS layer without close_notify.
+        tls.close()
+
+    server = serve(handler)
+    sock = connect(
+        server.address,
+        secure_transport="on",
+        tls_context=client_context(ca),
+        ignore_unexpected_eof=True,
+    )
+    with sock:
+        sock.writable.write(b"!")
+        assert isinstance(sock.closed.exception(TIMEOUT), BrokenSocketError)

@@ -282,3 +282,34 @@ def test_a_reset_before_the_connect_is_seen_done_is_a_connect_error(
         assert isinstance(sock.closed.exception(TIMEOUT), ConnectError)
     finally:
         sock.close()
+
+
+def test_the_repr_of_a_failed_opening_says_so(unused_port: int) -> None:
+    sock = connect(("127.0.0.1", unused_port))
+    assert repr(sock.readable).endswith(" connecting>") or sock.opened.done()
+    assert isinstance(sock.opened.exception(TIMEOUT), ConnectError)
+    assert repr(sock) == f"<pysock.Socket 127.0.0.1:{unused_port} off failed>"
+    assert repr(sock.readable) == f"<pysock.SocketReader 127.0.0.1:{unused_port} failed>"
+    sock.close()
+    assert repr(sock) == f"<pysock.Socket 127.0.0.1:{unused_port} off failed>"
+    assert repr(sock.readable) == f"<pysock.SocketReader 127.0.0.1:{unused_port} closed>"
+
+
+def test_the_streams_of_a_connecting_socket_do_not_say_open(blackhole: Blackhole) -> None:
+    sock = connect(blackhole.address)
+    assert repr(sock.readable) == f"<pysock.SocketReader {blackhole.address} connecting>"
+    assert repr(sock.writable) == f"<pysock.SocketWriter {blackhole.address} connecting>"
+    sock.close()
+
+
+def test_a_connection_broken_once_open_reads_broken(serve: Callable[..., Server]) -> None:
+    def reset(conn: socket.socket) -> None:
+        conn.recv(1)  # Open on both ends: the reset cannot race the connect.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    server = serve(reset)
+    with connect(server.address) as sock:
+        sock.writable.write(b"!")
+        assert sock.closed.exception(TIMEOUT) is not None
+        assert repr(sock) == f"<pysock.Socket {server.address} off broken>"

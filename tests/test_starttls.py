@@ -274,3 +274,41 @@ def test_start_tls_waits_for_the_open(
     with sock.start_tls() as tls:
         assert tls.readable.read() == b"implicit"
     sock.close()
+
+
+def test_a_refusal_shows_the_unread_bytes_and_names_both_causes(
+    serve: Callable[..., Server], client_ctx: ssl.SSLContext
+) -> None:
+    """The usual cause is benign: the user never read the server's reply to STARTTLS."""
+
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(b"220 mail.example.com ESMTP ready\r\n")
+        assert recv_all_or_reset(conn) == b""
+
+    server = serve(handler)
+    sock = connect(server.address, secure_transport="starttls", tls_context=client_ctx)
+    assert sock.readable.peek(1)  # The greeting arrived, and stays unread.
+    with pytest.raises(StartTlsError) as info:
+        sock.start_tls()
+    message = str(info.value)
+    assert "'220 mail.example.com ESMTP ready\\r\\n'" in message  # escaped
+    assert "not read yet" in message and "injected" in message
+    assert "CVE-2011-0411" in message and server.address in message
+    server.stop()
+
+
+def test_a_refusal_cuts_long_unread_bytes_short(
+    serve: Callable[..., Server], client_ctx: ssl.SSLContext
+) -> None:
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(b"x" * 5000)
+        assert recv_all_or_reset(conn) == b""
+
+    server = serve(handler)
+    sock = connect(server.address, secure_transport="starttls", tls_context=client_ctx)
+    assert sock.readable.peek(1)
+    with pytest.raises(StartTlsError) as info:
+        sock.start_tls()
+    assert "x" * 60 + "'..." in str(info.value)
+    assert "x" * 61 not in str(info.value)
+    server.stop()

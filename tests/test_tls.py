@@ -494,3 +494,21 @@ def test_default_context_is_secure() -> None:
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
     assert not context.options & OP_IGNORE_UNEXPECTED_EOF
     assert default_context(["h2"]) is not context
+
+
+def test_a_plaintext_answer_says_the_port_does_not_speak_tls(
+    serve: Callable[..., Server], client_ctx: ssl.SSLContext
+) -> None:
+    """An SMTP server on 587 answers a ClientHello with its plaintext greeting."""
+
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(b"220 mail.example.com ESMTP ready\r\n")
+        recv_all(conn)
+
+    server = serve(handler)
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        error = sock.opened.exception(TIMEOUT)
+        assert isinstance(error, TLSError)
+        assert "does not seem to speak TLS" in str(error)
+        assert "secure_transport='starttls'" in str(error)
+        assert isinstance(error.__cause__, ssl.SSLError)

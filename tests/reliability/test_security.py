@@ -250,8 +250,19 @@ def _server(
 
 
 def assert_clean_message(error: BaseException, address: Optional[str] = None) -> None:
-    """`error`'s message holds no control character and none of the peer's bytes."""
+    """`error`'s message holds no control character and none of the peer's bytes.
+
+    A STARTTLS refusal is the exception: it shows the unread bytes, escaped and
+    cut short, so that a user who merely forgot to read the server's reply
+    recognises it. The excerpt is checked for that, and the rest as any message.
+    """
     text = str(error)
+    if isinstance(error, StartTlsError) and "waiting unread: " in text:
+        before, _, rest = text.partition("waiting unread: ")
+        excerpt, _, after = rest.partition(". Either it is")
+        assert excerpt.isascii() and excerpt.isprintable(), excerpt
+        assert len(excerpt) <= 4 * 60 + 5, excerpt  # 60 bytes at most, each escaped
+        text = before + after
     bad = [c for c in text if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
     assert not bad, f"control characters {bad!r} in {text!r}"
     assert "\u202e" not in text and "\ufffd" not in text, text
@@ -759,8 +770,11 @@ def _scenarios(
             failed.writable.write(SECRET)
         errors.append(tls_error.value)
 
+    # A STARTTLS refusal shows the unread plaintext (escaped, cut short) so that a
+    # user who forgot to read the server's reply recognises it: what is sent here
+    # is not one of the secrets, and the message must show it without its controls.
     def inject(conn: socket.socket) -> None:
-        conn.sendall(GO_AHEAD + SECRET + NASTY)
+        conn.sendall(GO_AHEAD + b"UNREAD-REPLY" + NASTY)
         _recv_all_or_reset(conn)
 
     server = serve(inject)
@@ -768,6 +782,7 @@ def _scenarios(
         assert plain.readable.readline() == GO_AHEAD
         with pytest.raises(StartTlsError) as refused:
             plain.start_tls()
+        assert "UNREAD-REPLY\\x1b" in str(refused.value)
         errors.append(refused.value)
         objects.append(plain)
 
