@@ -14,6 +14,7 @@ from ._body import DEFAULT_STREAM_CHUNK, SocketStream
 from ._connection import Connection
 from ._info import SocketInfo, TLSInfo
 from ._options import SocketOptions, check_timeout, check_tls_options, merge_options
+from ._rawio import afresh
 from ._starttls import start_tls
 from ._state import TERMINAL, State
 from ._streams import SocketReader, SocketWriter
@@ -235,7 +236,9 @@ class Socket:
             self.opened.exception(connection.options.connect_timeout)
         sock = connection.sock
         if connection.state is not State.OPEN or sock is None:
-            self.opened.result(0)  # The opening's error, if it failed.
+            error = self.opened.exception(0)
+            if error is not None:  # The opening's error, raised afresh as reads do.
+                raise afresh(error)
             raise SocketClosedError(f"{self!r} is not open")
         if buflen is None:
             return sock.getsockopt(level, option)
