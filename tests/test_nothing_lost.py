@@ -17,7 +17,7 @@ from typing import Callable
 import pytest
 import trustme
 
-from pysock import BrokenSocketError, SocketReader, connect
+from pysock import BrokenSocketError, Socket, SocketReader, connect
 
 from ._servers import Server
 from ._tls_peers import client_context, server_context
@@ -206,18 +206,23 @@ def test_the_same_error_is_raised_afresh_each_time(unused_port: int) -> None:
 # -- ignore_unexpected_eof: an explicit choice to take a TLS end without close_notify ------
 
 
+def tolerant_client(server: Server, ca: trustme.CA) -> Socket:
+    """A TLS client that takes an end without close_notify as clean."""
+    return connect(
+        server.address,
+        secure_transport="on",
+        tls_context=client_context(ca),
+        ignore_unexpected_eof=True,
+    )
+
+
 @pytest.mark.parametrize("name", ["read", "readline", "iteration"])
 def test_ignore_unexpected_eof_takes_the_end_as_clean(
     serve: Callable[..., Server], ca: trustme.CA, tls_server: ssl.SSLContext, name: str
 ) -> None:
     sent = threading.Event()
     server = serve(ends_without_close_notify(tls_server, sent))
-    sock = connect(
-        server.address,
-        secure_transport="on",
-        tls_context=client_context(ca),
-        ignore_unexpected_eof=True,
-    )
+    sock = tolerant_client(server, ca)
     with sock:
         sock.writable.write(b"!")
         assert sent.wait(TIMEOUT)
@@ -238,12 +243,7 @@ def test_ignore_unexpected_eof_on_an_idle_socket(
     """The background thread sees the end first: still a clean one, the data still there."""
     sent = threading.Event()
     server = serve(ends_without_close_notify(tls_server, sent))
-    sock = connect(
-        server.address,
-        secure_transport="on",
-        tls_context=client_context(ca),
-        ignore_unexpected_eof=True,
-    )
+    sock = tolerant_client(server, ca)
     with sock:
         sock.writable.write(b"!")
         assert sock.closed.result(TIMEOUT) is None
@@ -282,12 +282,7 @@ def test_ignore_unexpected_eof_still_reports_a_reset(
         tls.close()
 
     server = serve(handler)
-    sock = connect(
-        server.address,
-        secure_transport="on",
-        tls_context=client_context(ca),
-        ignore_unexpected_eof=True,
-    )
+    sock = tolerant_client(server, ca)
     with sock:
         sock.writable.write(b"!")
         assert isinstance(sock.closed.exception(TIMEOUT), BrokenSocketError)
