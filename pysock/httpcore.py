@@ -42,6 +42,7 @@ thread set a different write timeout waits by that timeout.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Final, Optional, Union
@@ -132,7 +133,8 @@ class Backend(httpcore.NetworkBackend):
         Raises:
             httpcore.ConnectError: pysock could not connect (``__cause__`` is the
                 pysock error: `pysock.ConnectError` with ``errno.EACCES`` when
-                ``address_filter`` refused every address).
+                ``address_filter`` refused every address; httpcore's pool
+                re-raises ``from None``, which leaves it as the ``__context__``).
             httpcore.ConnectTimeout: the connect timeout passed.
         """
         _refuse_socket_options(socket_options)
@@ -216,7 +218,7 @@ class Stream(httpcore.NetworkStream):
 
     def start_tls(
         self,
-        ssl_context: Any,
+        ssl_context: ssl.SSLContext,
         server_hostname: Optional[str] = None,
         timeout: Optional[float] = None,
     ) -> Stream:
