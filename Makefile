@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 demo: install
-	$(PY) -m pysock._demo
+	$(PY) -m pysock.cli.demo
 
 test: install
 	$(PY) -m pytest

@@ -1,10 +1,10 @@
-"""``python -m pysock HOST:PORT``: the command-line client (see `pysock._cli`)."""
+"""``python -m pysock HOST:PORT``: the command-line client (see `pysock.cli`)."""
 
 from __future__ import annotations
 
 import sys
 
-from ._cli import main
+from .cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import pytest
 import trustme
 
-from pysock._negotiate import PROTOCOLS
+from pysock.cli._preambles import PROTOCOLS
 
 from ._proxies import Proxy, dante_proxy  # noqa: F401 (fixtures)
 from ._real_servers import (  # noqa: F401 (fixtures)

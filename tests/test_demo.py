@@ -1,4 +1,4 @@
-"""`make demo`, the main job: it runs `python -m pysock._demo`, which must show every part."""
+"""`make demo`, the main job: it runs `python -m pysock.cli.demo`, which must show every part."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ def test_make_demo_runs_the_demo_module() -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
     assert recipe is not None, "the Makefile has no demo target"
-    assert "-m pysock._demo" in recipe.group(1)
+    assert "-m pysock.cli.demo" in recipe.group(1)
 
 
 def _run_demo() -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "pysock._demo"],
+        [sys.executable, "-m", "pysock.cli.demo"],
         cwd=ROOT,
         capture_output=True,
         timeout=TIMEOUT,

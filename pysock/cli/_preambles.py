@@ -22,8 +22,8 @@ import struct
 import threading
 from typing import Callable, Final, Optional
 
-from ._socket import Socket
-from .errors import (
+from .. import Socket
+from ..errors import (
     IncompleteReadError,
     LimitOverrunError,
     PysockError,

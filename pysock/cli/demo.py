@@ -1,4 +1,4 @@
-"""A transcript of pysock at work, offline: ``python -m pysock._demo`` (``make demo``).
+"""A transcript of pysock at work, offline: ``python -m pysock.cli.demo`` (``make demo``).
 
 Each part starts its own one-connection server on 127.0.0.1 (port 0) in a
 thread, written with the standard library, and drives it with pysock's public

@@ -37,11 +37,10 @@ import sys
 import threading
 from typing import Any, BinaryIO, Final, Optional, Sequence, Union
 
-from . import __version__
-from ._negotiate import PROTOCOLS, escape, negotiate
-from ._socket import Socket, connect
-from ._tls import OP_IGNORE_UNEXPECTED_EOF
-from .errors import BrokenSocketError, PysockError, SocketClosedError, SocketTimeout
+from .. import Socket, __version__, connect
+from .._tls import OP_IGNORE_UNEXPECTED_EOF
+from ..errors import BrokenSocketError, PysockError, SocketClosedError, SocketTimeout
+from ._preambles import PROTOCOLS, escape, negotiate
 
 __all__ = ["main"]
 
