@@ -30,8 +30,9 @@ from ..errors import (
     SocketTimeout,
     StartTlsError,
 )
+from ._report import escape
 
-__all__ = ["PROTOCOLS", "escape", "negotiate"]
+__all__ = ["PROTOCOLS", "negotiate"]
 
 _LINE_LIMIT: Final = 8192  # RFC 5321 section 4.5.3.1.5 allows 512; be generous, not unbounded.
 _XMPP_LIMIT: Final = 65536  # Stream features are one XML document, usually < 2 KiB.
@@ -220,11 +221,6 @@ PROTOCOLS: Final[dict[str, Callable[[Socket, str, Say], None]]] = {
 def _show(data: bytes) -> str:
     """Peer bytes for a terminal: ASCII text as is, anything else escaped."""
     return escape(data.rstrip(b"\r\n").decode("ascii", "backslashreplace"))
-
-
-def escape(text: str) -> str:
-    """Peer-controlled text for a terminal: no control characters or escape sequences."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _xml_attr(text: str) -> str:
