@@ -12,8 +12,6 @@ import threading
 from types import TracebackType
 from typing import Callable, Optional
 
-from pysock import _loop
-
 Handler = Callable[[socket.socket], None]
 # Long enough for a loaded CI machine, short enough that a broken test fails fast.
 PEER_TIMEOUT = 10.0
@@ -100,16 +98,6 @@ def echo(conn: socket.socket) -> None:
         conn.sendall(data)
 
 
-def recv_all(conn: socket.socket) -> bytes:
-    """Read until EOF."""
-    chunks: list[bytes] = []
-    while True:
-        data = conn.recv(65536)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
-
-
 class Blackhole:
     """A listener whose accept queue is full: new connects never complete.
 
@@ -150,12 +138,3 @@ def _writable(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLOUT)
     return bool(poller.poll(0))
-
-
-def sync_loop() -> None:
-    """Wait until the selector thread has run every command queued so far (twice,
-    since a command may queue another)."""
-    for _ in range(2):
-        done = threading.Event()
-        _loop.get_loop().call_soon_threadsafe(done.set)
-        assert done.wait(10), "the selector thread did not answer"

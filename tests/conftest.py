@@ -13,7 +13,8 @@ import trustme
 from hypothesis import settings
 
 from ._real_servers import in_ci
-from ._servers import Blackhole, Server, echo, sync_loop
+from ._servers import Blackhole, Server, echo
+from .helpers import sync_loop
 
 # Hypothesis profiles. Under CI (.ci/run exports CI=1) every run draws the same
 # examples, so a red build is reproducible and a green one is not luck, and a

@@ -27,8 +27,9 @@ from ._real_servers import (  # noqa: F401 (fixtures)
     postgres,
     smtp_server,
 )
-from ._servers import Server, echo, recv_all
+from ._servers import Server, echo
 from ._tls_peers import close_cleanly, server_context, tls_echo, wrap
+from .helpers import recv_all
 
 TIMEOUT = 30  # Per run of the script: a cold interpreter on a loaded machine.
 SCRIPT = Path(sys.executable).with_name("pysock")

@@ -10,10 +10,11 @@ import pytest
 
 from pysock import BrokenSocketError, connect
 
-from ._servers import Server, recv_all
+from ._servers import Server
+from .helpers import LINGER_ZERO as _LINGER_ZERO
+from .helpers import recv_all
 
 TIMEOUT = 10
-_LINGER_ZERO = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {l_onoff=1, l_linger=0}
 
 
 def say_then_half_close(words: bytes, received: list[bytes]) -> Callable[[socket.socket], None]:

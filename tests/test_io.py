@@ -23,7 +23,8 @@ from pysock import (
     connect,
 )
 
-from ._servers import Server, recv_all
+from ._servers import Server
+from .helpers import recv_all
 
 TIMEOUT = 10
 MiB = 1024 * 1024

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import struct
 import threading
 from typing import Callable
 
@@ -21,11 +20,10 @@ from pysock import BrokenSocketError, Socket, SocketReader, connect
 
 from ._servers import Server
 from ._tls_peers import client_context, server_context
+from .helpers import LINGER_ZERO as _LINGER_ZERO
 
 TIMEOUT = 10
 DATA = bytes(range(256)) * 19 + b"tail without a newline"  # 4,886 bytes, no b"\n" at the end
-_LINGER_ZERO = struct.pack("ii", 1, 0)
-
 # Each read that gathers the whole of DATA before meeting the end.
 READS: dict[str, Callable[[SocketReader], object]] = {
     "read": lambda r: r.read(),

@@ -15,8 +15,8 @@ import pytest
 import pysock
 from pysock import ConnectError, SocketClosedError, SocketInfo, SocketTimeout, _opening, connect
 
-from ._asserts import same_error
 from ._servers import Blackhole, Server, echo
+from .helpers import same_error
 
 TIMEOUT = 10
 

@@ -15,7 +15,8 @@ import pytest
 
 from pysock import SocketClosedError, connect
 
-from ._servers import Blackhole, Server, sync_loop
+from ._servers import Blackhole, Server
+from .helpers import sync_loop
 
 TIMEOUT = 10
 

@@ -64,6 +64,7 @@ from ._proxies import (  # noqa: F401 (fixtures)
 )
 from ._real_servers import ipv6_loopback_works
 from ._servers import Server, echo
+from .helpers import recv_exactly
 
 Serve = Callable[..., Server]  # conftest's `serve` fixture: serve(handler, host=...)
 
@@ -169,17 +170,6 @@ def destination(request: pytest.FixtureRequest, serve: Serve) -> Destination:
 
 
 # Plain-socket clients ----------------------------------------------------------------
-
-
-def recv_exactly(sock: socket.socket, size: int) -> bytes:
-    """Bounded: each pass gets at least one byte, or fails (EOF or the socket timeout)."""
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise EOFError(f"EOF after {data!r}: {size} bytes expected")
-        data += chunk
-    return data
 
 
 def read_to_eof(sock: socket.socket) -> bytes:

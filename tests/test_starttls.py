@@ -13,8 +13,9 @@ import pytest
 
 from pysock import SocketClosedError, StartTlsError, connect
 
-from ._servers import Server, recv_all
+from ._servers import Server
 from ._tls_peers import close_cleanly, tls_echo, wrap
+from .helpers import recv_all, recv_all_or_reset
 
 TIMEOUT = 10
 
@@ -41,13 +42,6 @@ def starttls_server(
         close_cleanly(tls)
 
     return handler
-
-
-def recv_all_or_reset(conn: socket.socket) -> bytes:
-    try:
-        return recv_all(conn)
-    except ConnectionResetError:
-        return b""
 
 
 def negotiate(sock: object) -> None:

@@ -24,8 +24,7 @@ from pysock import (
     connect,
 )
 
-from ._asserts import same_error
-from ._servers import Server, recv_all
+from ._servers import Server
 from ._tls_peers import (
     RecordingTlsServerSide,
     close_cleanly,
@@ -34,6 +33,7 @@ from ._tls_peers import (
     tls_record_types,
     wrap,
 )
+from .helpers import recv_all, same_error
 
 TIMEOUT = 10
 MiB = 1024 * 1024

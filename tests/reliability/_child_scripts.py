@@ -26,12 +26,13 @@ import json
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional
+
+from ..helpers import reap, recv_exactly, reset, sync_loop
 
 if TYPE_CHECKING:
     from pysock import Socket, SocketReader
@@ -184,7 +185,10 @@ def _interrupt_read(op: str, sock: Socket, conn: socket.socket) -> Report:
     report["primed"] = primed.decode()
     report["closed_done_after_interrupt"] = sock.closed.done()
     sock.writable.write(b"ping")
-    report["peer_got"] = _recv_exactly(conn, 4).decode()
+    try:
+        report["peer_got"] = recv_exactly(conn, 4).decode()
+    except EOFError as exc:  # Reported like any other wrong answer.
+        report["peer_got"] = repr(exc)
     report["closed_before_the_suffix"] = sock.closed.done() and repr(sock.closed.exception())
     conn.sendall(SUFFIX)
     conn.shutdown(socket.SHUT_WR)
@@ -215,7 +219,7 @@ def _interrupt_write(sock: Socket, conn: socket.socket) -> Report:
 
 
 def _interrupt_connecting(op: str, timeout: Optional[float]) -> Report:
-    from tests._servers import Blackhole, sync_loop
+    from tests._servers import Blackhole
 
     hole = Blackhole()
     sync_loop()  # Start the selector thread first: its descriptors are not a leak.
@@ -252,16 +256,6 @@ def _error_of(call: Callable[[], object]) -> Optional[str]:
     except Exception as exc:
         return type(exc).__name__
     return None
-
-
-def _recv_exactly(conn: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def _drain(conn: socket.socket) -> tuple[int, str]:
@@ -403,17 +397,16 @@ def exit_peer_reset(when: str, reader: str) -> None:
     _KEEP.append(sock)
     _let_the_hangup_watch_start()
 
-    def reset() -> None:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        conn.close()  # SO_LINGER 0: the close sends RST.
+    def reset_now() -> None:
+        reset(conn)
         if when == "atexit":
             emit({"closed_during_shutdown": repr(sock.closed.exception(WAIT))})
         else:
             time.sleep(0.1)  # Let the reset arrive before the finalization goes on.
 
-    reset_handler.append(reset)
+    reset_handler.append(reset_now)
     if when == "atexit":
-        atexit.register(reset)
+        atexit.register(reset_now)
     if reader == "daemon":
 
         def read_quietly() -> None:
@@ -468,7 +461,7 @@ def _fork_and_check(address: str, connect: Callable[..., Socket]) -> Report:
     if pid == 0:
         _KEEP.extend((busy, idle))
         _child_then_exit(address, busy, connect)
-    report: Report = {"child_status": _wait_child(pid)}
+    report: Report = {"child_status": reap(pid, WAIT)}
     for name, sock in (("busy", busy), ("idle", idle)):
         report[f"{name}_closed_done"] = sock.closed.done()
         sock.writable.write(f"{name} after the child\n".encode())
@@ -487,19 +480,6 @@ def _child_then_exit(address: str, inherited: Socket, connect: Callable[..., Soc
         report["fresh_echo"] = fresh.readable.readline().decode()
     emit({"child": report})
     sys.exit(0)
-
-
-def _wait_child(pid: int) -> Optional[int]:
-    """Wait for `pid` with a deadline; kill it if it outlives that. None: killed."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return None
 
 
 SCENARIOS: Final[dict[str, Callable[..., None]]] = {

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import socket
 import ssl
-import struct
 import threading
 from typing import Callable, Final, Generic, Optional, TypeVar
 
@@ -25,37 +24,13 @@ from typing_extensions import Unpack
 from pysock import Socket, SocketOptions, connect
 
 from .._servers import PEER_TIMEOUT, Server
+from ..helpers import WAKE, drain, reset
 
 _T = TypeVar("_T")
 
-# struct linger {l_onoff=1, l_linger=0}: close() then sends RST instead of FIN.
-LINGER_ZERO: Final = struct.pack("ii", 1, 0)
-# The longest any fault may take to wake a blocked call or complete `closed`.
-# Far above what it takes (milliseconds); a hang fails the test instead of hitting
-# pytest-timeout.
-WAKE: Final = 5.0
 # How long a call must stay blocked to count as blocked: it has nothing to do,
 # so it would end within milliseconds if it were not.
 BLOCKED: Final = 0.1
-
-
-def reset(conn: socket.socket) -> None:
-    """Abort the connection: SO_LINGER (1, 0), then close() sends RST."""
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
-    conn.close()
-
-
-def drain(conn: socket.socket) -> int:
-    """Read and drop raw bytes until EOF or an error; return the count."""
-    total = 0
-    try:
-        while True:
-            data = conn.recv(65536)
-            if not data:
-                return total
-            total += len(data)
-    except OSError:  # The client reset the connection (closing with unread bytes).
-        return total
 
 
 def join_peers(server: Server) -> None:

@@ -36,7 +36,6 @@ import select
 import selectors
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 import threading
@@ -45,6 +44,8 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Final, Iterator, Optional
+
+from ..helpers import reset
 
 __all__ = ["HOST", "Header", "PeerProcess", "pattern_chunks", "raise_fd_limit"]
 
@@ -59,7 +60,6 @@ RECV_SIZE: Final = 256 * 1024
 SOAK_PEER_TIMEOUT: Final = 60.0
 # A send still blocked this long after the client began closing is reported as stalled.
 STALL_TIMEOUT: Final = 20.0
-_LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 # -- the byte pattern both sides of the soak produce -------------------------------------
 
@@ -195,9 +195,8 @@ def _start_watchdog(lifetime: float) -> None:
 
 
 def _reset(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    sock.close()
+    with contextlib.suppress(OSError):  # A peer process must outlive a broken connection.
+        reset(sock)
 
 
 # -- mode "echo": one selector thread ------------------------------------------------------

@@ -49,19 +49,10 @@ from pysock._state import State
 from pysock._streams import READ_BUFFER_SIZE
 from pysock._tls import _CIPHER_BUFFER_SIZE, TlsConnection
 
-from .._asserts import same_error
 from .._servers import Blackhole, Server
 from .._tls_peers import client_context, server_context
-from ._fault_peers import (
-    WAKE,
-    Call,
-    TlsChannel,
-    Transport,
-    drain,
-    join_peers,
-    reset,
-    wait,
-)
+from ..helpers import WAKE, drain, reset, same_error, wait_until
+from ._fault_peers import Call, TlsChannel, Transport, join_peers, wait
 
 MiB = 1024 * 1024
 # Far more than the kernel buffers of a peer that does not read can hold (its
@@ -119,14 +110,6 @@ HALF_OPEN_CASES = [
     ("tls1.3", False),
     ("tls1.3", True),
 ]
-
-
-def wait_until(predicate: Callable[[], object], what: str) -> None:
-    """Bounded wait for a condition that has no event to wait on."""
-    deadline = time.monotonic() + WAKE
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
 
 
 def read_until_error(sock: Socket) -> tuple[bytes, BaseException]:

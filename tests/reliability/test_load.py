@@ -26,7 +26,8 @@ import pytest
 
 from pysock import BrokenSocketError, Socket, SocketClosedError, connect
 
-from .._servers import Server, sync_loop
+from .._servers import Server
+from ..helpers import sync_loop
 from ._load_peers import ROOT, PeerProcess
 
 # A blocking call on a shared 2-core machine where other suites run too: generous.

@@ -46,8 +46,12 @@ from pysock import (
 
 from .._servers import Server
 from .._tls_peers import RecordingTlsServerSide, client_context, server_context, tls_record_types
+from ..helpers import drain as _drain
+from ..helpers import finalizer_problems
+from ..helpers import raised_by as _raised_by
+from ..helpers import recv_all as _recv_all
+from ..helpers import recv_exactly as _recv_exactly
 from . import _strategies as model
-from ._finalizers import finalizer_problems
 
 WAIT: Final = 10.0  # the bound of every wait for a peer or a future
 # derandomize, database and print_blob come from the profile (tests/conftest.py).
@@ -89,21 +93,6 @@ def _tls_echo(context: ssl.SSLContext) -> Callable[[socket.socket], None]:
             tls.unwrap().close()
 
     return handler
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(min(65536, size - len(data)))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return bytes(data)
-
-
-def _drain(sock: socket.socket) -> None:
-    while sock.recv(65536):
-        pass
 
 
 def _send_back(conn: socket.socket) -> None:
@@ -359,13 +348,6 @@ def test_an_empty_write_sends_nothing(
         assert raw == b"x"
 
 
-def _recv_all(conn: socket.socket) -> bytes:
-    chunks = []
-    while data := conn.recv(65536):
-        chunks.append(data)
-    return b"".join(chunks)
-
-
 # -- the bugs the properties found, now regression tests ------------------------------------
 
 
@@ -552,16 +534,6 @@ def test_names_ssl_rejects_fail_at_the_call_without_a_leak(
         raised = _raised_by(connect, address, secure_transport="on", **options)
     assert raised is not None and issubclass(raised, ValueError), raised
     assert problems == []
-
-
-def _raised_by(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Optional[type]:
-    """The class `call` raised, or None. Keeps no traceback: the frames (and any
-    half-built object in them) are freed here, inside `finalizer_problems`."""
-    try:
-        call(*args, **kwargs)
-    except Exception as exc:
-        return type(exc)
-    return None
 
 
 @pytest.mark.parametrize("method", ["readinto", "readinto1"])

@@ -18,7 +18,6 @@ import os
 import queue
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 import textwrap
@@ -49,7 +48,6 @@ from pysock import (
     connect,
 )
 
-from .._asserts import same_error
 from .._servers import Server
 from .._tls_peers import (
     RecordingTlsServerSide,
@@ -58,7 +56,11 @@ from .._tls_peers import (
     server_context,
     tls_record_types,
 )
-from ._finalizers import finalizer_problems
+from ..helpers import finalizer_problems, same_error
+from ..helpers import raised_by as _raised_by
+from ..helpers import recv_all_or_reset as _recv_all_or_reset
+from ..helpers import recv_line as _recv_line
+from ..helpers import reset as _reset
 
 WAIT: Final = 10.0
 SECRET: Final = b"SECRET-PLAINTEXT-7f3a9c"
@@ -70,16 +72,6 @@ GREETING: Final = b"220 ready\r\n"
 GO_AHEAD: Final = b"220 go ahead\r\n"
 
 # -- peers ------------------------------------------------------------------------------------
-
-
-def _recv_line(conn: socket.socket) -> bytes:
-    line = b""
-    while not line.endswith(b"\n"):
-        data = conn.recv(1)
-        if not data:
-            break
-        line += data
-    return line
 
 
 def _preamble(conn: socket.socket) -> None:
@@ -95,16 +87,6 @@ def _negotiate(sock: Socket) -> None:
     assert sock.readable.readline() == GO_AHEAD
 
 
-def _recv_all_or_reset(conn: socket.socket) -> bytes:
-    chunks: list[bytes] = []
-    try:
-        while data := conn.recv(65536):
-            chunks.append(data)
-    except OSError:
-        pass
-    return b"".join(chunks)
-
-
 def _first_record(conn: socket.socket, raw: bytearray) -> None:
     """Receive until one whole TLS record (the ClientHello) arrived."""
     while len(raw) < 5 or len(raw) < 5 + int.from_bytes(raw[3:5], "big"):
@@ -112,11 +94,6 @@ def _first_record(conn: socket.socket, raw: bytearray) -> None:
         if not data:
             return
         raw += data
-
-
-def _reset(conn: socket.socket) -> None:
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    conn.close()
 
 
 def _answering(reply: bytes) -> Callable[[socket.socket, bytearray], None]:
@@ -654,16 +631,6 @@ def test_start_tls_with_a_name_ssl_refuses_leaves_the_socket_untouched(
     assert raised is not None and issubclass(raised, ValueError), raised
     assert usable is None and not plain.upgraded, usable
     assert problems == []
-
-
-def _raised_by(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Optional[type]:
-    """The class `call` raised, or None. Keeps no traceback: the frames (and any
-    half-built object in them) are freed here, inside the caller's checks."""
-    try:
-        call(*args, **kwargs)
-    except Exception as exc:
-        return type(exc)
-    return None
 
 
 @pytest.mark.parametrize("forged", ["evil\x1b[31m.example", "evil\r\nInjected: line", "a b"])

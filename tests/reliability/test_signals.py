@@ -18,7 +18,6 @@ import gc
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -31,7 +30,8 @@ import pytest
 
 from pysock import Socket, connect
 
-from .._servers import PEER_TIMEOUT, Blackhole, Server, echo, sync_loop
+from .._servers import PEER_TIMEOUT, Blackhole, Server, echo
+from ..helpers import reap, recv_exactly, sync_loop, wait_for
 from . import _child_scripts as child
 from ._child_scripts import BIG_WRITE, CONNECTING_OPS, READ_OPS, SUFFIX, Report, wait_blocked
 
@@ -224,27 +224,6 @@ def pattern(size: int) -> bytes:
     return (bytes(range(256)) * (size // 256 + 1))[:size]
 
 
-def recv_exactly(conn: Any, size: int) -> bytes:
-    chunks: list[bytes] = []
-    received = 0
-    while received < size:
-        chunk = conn.recv(min(size - received, 1024 * 1024))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        received += len(chunk)
-    return b"".join(chunks)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = PEER_TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        threading.Event().wait(0.01)
-    return True
-
-
 class BusyParent:
     """Sockets kept busy across the fork, with their peers and threads.
 
@@ -296,7 +275,7 @@ class BusyParent:
             native_id = self.threads[name].native_id
             assert native_id is not None
             wait_blocked(native_id)
-        assert wait_for(lambda: self.rounds > 10 and self.churned > 2), self.errors
+        assert wait_for(lambda: self.rounds > 10 and self.churned > 2, PEER_TIMEOUT), self.errors
 
     def close(self) -> None:
         self.stop.set()
@@ -315,7 +294,11 @@ class BusyParent:
 
     def _slow_reader(self, conn: Any) -> None:
         self.release_writer_peer.wait(PEER_TIMEOUT)
-        self.writer_peer_got.append(recv_exactly(conn, BLOCKED_WRITE) == pattern(BLOCKED_WRITE))
+        try:
+            every_byte = recv_exactly(conn, BLOCKED_WRITE) == pattern(BLOCKED_WRITE)
+        except EOFError:
+            every_byte = False  # Reported by the parent's observations.
+        self.writer_peer_got.append(every_byte)
 
     def _late_sender(self, conn: Any) -> None:
         self.send_late.wait(PEER_TIMEOUT)
@@ -391,7 +374,7 @@ def _fork(parent: BusyParent) -> Report:
             os._exit(status)
     os.close(write_end)
     payload = _read_to_eof(read_end, CHILD_TIMEOUT)
-    observed: Report = {"child_status": _reap(pid, CHILD_TIMEOUT)}
+    observed: Report = {"child_status": reap(pid, CHILD_TIMEOUT)}
     observed["child"] = json.loads(payload) if payload else {}
     rounds_at_exit = parent.rounds
     observed["streamed_while_the_child_ran"] = rounds_at_exit > rounds_at_fork
@@ -477,29 +460,18 @@ def _read_to_eof(fd: int, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
-def _reap(pid: int, timeout: float) -> Optional[int]:
-    """Wait for the child (polling, with a deadline); kill it past the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        threading.Event().wait(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return None
-
-
 def _parent_after_child(parent: BusyParent, rounds_at_exit: int) -> Report:
     sockets = parent.sockets
     observed: Report = {
         "closed_done_after_child": {name: s.closed.done() for name, s in sockets.items()},
-        "streamed_after_the_child": wait_for(lambda: parent.rounds > rounds_at_exit + 10),
+        "streamed_after_the_child": wait_for(
+            lambda: parent.rounds > rounds_at_exit + 10, PEER_TIMEOUT
+        ),
     }
     parent.release_writer_peer.set()
     parent.threads["blocked_writer"].join(PEER_TIMEOUT)
     observed["blocked_write"] = parent.write_result
-    assert wait_for(lambda: bool(parent.writer_peer_got))
+    assert wait_for(lambda: bool(parent.writer_peer_got), PEER_TIMEOUT)
     observed["writer_peer_got_every_byte"] = parent.writer_peer_got
     parent.send_late.set()
     parent.threads["blocked_reader"].join(PEER_TIMEOUT)
