@@ -42,6 +42,11 @@ bench: install
 	-$(PY) -m pip install --quiet -e '.[bench]'  # trio and matplotlib: optional, where they install
 	$(PY) -m bench
 
+.PHONY: profile-read
+profile-read: install  # where readline() spends its time, without and with a timeout
+	$(PY) -m bench.profile_read
+	$(PY) -m bench.profile_read --timeout 10
+
 soak: install  # 10 minutes of mixed traffic under 16 threads (not part of CI)
 	$(PY) -m tests.reliability.soak
 

@@ -12,9 +12,15 @@ from typing import Callable, Optional
 from bench import report
 from bench.cases.connect import case_connect, case_tls_connect
 from bench.cases.idle import case_idle
-from bench.cases.latency import case_round_trip, case_round_trip_busy
-from bench.cases.lines import case_readline
-from bench.cases.throughput import case_receive, case_send, case_tls_receive
+from bench.cases.latency import case_round_trip, case_round_trip_busy, case_round_trip_timeout
+from bench.cases.lines import case_readline, case_readline_timeout
+from bench.cases.records import case_readexactly, case_readuntil
+from bench.cases.throughput import (
+    case_receive,
+    case_receive_timeout,
+    case_send,
+    case_tls_receive,
+)
 from bench.model import Config, Row
 from bench.peer import pin_cpus
 from bench.tlsconf import TLSMaterial, make_material
@@ -36,6 +42,11 @@ def _cases(material: TLSMaterial) -> dict[str, CaseFunction]:
         "tls-connect": lambda cfg: case_tls_connect(cfg, material),
         "idle": case_idle,
         "readline": case_readline,
+        "readline-timeout": case_readline_timeout,
+        "readuntil": case_readuntil,
+        "readexactly": case_readexactly,
+        "receive-timeout": case_receive_timeout,
+        "rtt-timeout": case_round_trip_timeout,
     }
 
 
@@ -49,6 +60,11 @@ CASE_NAMES = (
     "tls-connect",
     "idle",
     "readline",
+    "readline-timeout",
+    "readuntil",
+    "readexactly",
+    "receive-timeout",
+    "rtt-timeout",
 )
 
 

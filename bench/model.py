@@ -6,6 +6,7 @@ import gc
 import statistics
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -109,9 +110,9 @@ class Row:
 
 
 def interleave(
-    measures: dict[str, Measure],
+    measures: Mapping[str, Measure],
     reps: int,
-    warmups: Optional[dict[str, Measure]] = None,
+    warmups: Optional[Mapping[str, Measure]] = None,
     progress: str = "",
 ) -> list[Series]:
     """Run every implementation once per repetition, in turn (A B C A B C ...).

@@ -10,7 +10,8 @@ Modes:
 
 * ``stream``: a thread per connection reading a 9-byte command (see
   `command`): ``R`` n (send n bytes), ``S`` n (receive n bytes, answer ``K``),
-  ``E`` n (echo n-byte messages until EOF), ``L`` n (send n short lines). A
+  ``E`` n (echo n-byte messages until EOF), ``L`` n (send n short lines),
+  ``C`` n (send n short CRLF-terminated lines, as SMTP or Redis do). A
   connection closed before any command is simply closed (connect + close).
   With a TLS certificate the connection is wrapped server-side first.
 * ``hold``: one selector thread that accepts and closes each connection at
@@ -41,6 +42,7 @@ from bench.tlsconf import TLSMaterial, server_context
 HOST = "127.0.0.1"
 CHUNK = 1024 * 1024  # The peer sends and receives in 1 MiB blocks.
 LINE_TEMPLATE = b"%08d,short line\n"  # 20 bytes per line.
+CRLF_LINE_TEMPLATE = b"%08d,short line\r\n"  # 21 bytes per line.
 STARTUP_TIMEOUT = 30.0
 LIFETIME = 900.0  # A peer never outlives this, whatever happens to its parent.
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -70,9 +72,9 @@ def command(op: bytes, arg: int) -> bytes:
     return op + arg.to_bytes(8, "big")
 
 
-def lines_blob(count: int) -> bytes:
-    """The bytes of `count` short lines, as a ``stream`` peer sends them for ``L``."""
-    return b"".join([LINE_TEMPLATE % i for i in range(count)])
+def lines_blob(count: int, template: bytes = LINE_TEMPLATE) -> bytes:
+    """The bytes of `count` short lines, as a ``stream`` peer sends them for ``L`` (``C``)."""
+    return b"".join([template % i for i in range(count)])
 
 
 # -- the parent's side ------------------------------------------------------------------
@@ -244,9 +246,13 @@ class _StreamServer(_Server):
         super().__init__(listener)
         self.context = context
         self.payload = memoryview(b"\x5a" * CHUNK)
+        # Prepared at startup so that a timed command costs one sendall.
         self.lines: dict[int, bytes] = {}
         for count in params.get("line_counts", ()):
             self.lines[count] = lines_blob(count)
+        self.crlf_lines: dict[int, bytes] = {}
+        for count in params.get("crlf_line_counts", ()):
+            self.crlf_lines[count] = lines_blob(count, CRLF_LINE_TEMPLATE)
 
     def run(self) -> None:
         self.listener.settimeout(0.5)
@@ -283,6 +289,8 @@ class _StreamServer(_Server):
             _echo(conn, arg)
         elif op == b"L":
             conn.sendall(self.lines.get(arg) or lines_blob(arg))
+        elif op == b"C":
+            conn.sendall(self.crlf_lines.get(arg) or lines_blob(arg, CRLF_LINE_TEMPLATE))
         else:
             raise ValueError(f"unknown command {op!r}")
 

@@ -18,7 +18,7 @@ def format_value(value: float, unit: str) -> str:
     """A number in the row's unit, compact and readable."""
     if value != value:  # NaN
         return "nan"
-    if unit == "lines/s":
+    if unit in ("lines/s", "records/s"):
         return f"{value / 1e6:.2f} M"
     if abs(value) >= 100:
         return f"{value:,.0f}"
@@ -46,7 +46,7 @@ def _goal_cells(row: Row, series: Series) -> tuple[str, str, str]:
 
 def table_lines(row: Row) -> list[tuple[str, ...]]:
     """The table's cells for one row: one line per implementation."""
-    lines = []
+    lines: list[tuple[str, ...]] = []
     for index, series in enumerate(row.series):
         case = f"{row.title} [{row.unit}, {row.better} is better]" if index == 0 else ""
         if series.available:
@@ -175,6 +175,11 @@ METHOD = [
     "`writable.write(64 bytes)` then `readable.readexactly(64)`, connect = "
     "`s = pysock.connect(addr); s.opened.result(); s.close()`, readline = "
     "`sock.readable.readline()`.",
+    "- The timeout=10 rows run the same loops on `pysock.connect(addr, timeout=10)` "
+    "against a raw socket with `sock.settimeout(10)`; readuntil = "
+    "`readable.readuntil(b\"\\r\\n\")` against `makefile('rb').readline()` on CRLF lines, "
+    "readexactly = `readable.readexactly(n)` against `makefile('rb').read(n)` and a length "
+    'check. trio has no readline: its line is a `receive_some` + `find(b"\\n")` loop.',
     "- TLS cases use a trustme CA and a leaf for 127.0.0.1, TLS 1.3 pinned on both sides.",
     "- Idle sockets: a fresh client process per implementation and repetition; RSS is "
     "VmRSS from /proc/self/status before and after opening the sockets; threads are "

@@ -12,25 +12,43 @@ from bench.model import Unavailable
 from bench.tlsconf import TLS_HOST
 
 CONNECT_TIMEOUT = 30.0
+# The timeout of the "timeout=10" rows: what a client sets so that a dead peer
+# cannot hang it, long enough never to expire in a run.
+TIMEOUT = 10.0
 
 
-def raw_connect(addr: tuple[str, int], context: Optional[ssl.SSLContext] = None) -> socket.socket:
-    """A blocking stdlib socket (an `ssl.SSLSocket` with `context`), TCP_NODELAY like pysock."""
+def raw_connect(
+    addr: tuple[str, int],
+    context: Optional[ssl.SSLContext] = None,
+    timeout: Optional[float] = None,
+) -> socket.socket:
+    """A stdlib socket (an `ssl.SSLSocket` with `context`), TCP_NODELAY like pysock.
+
+    With ``timeout=None`` it is in blocking mode: no poll() before each call;
+    with a `timeout` it is ``sock.settimeout(timeout)``, the stdlib's way.
+    """
     sock = socket.create_connection(addr, timeout=CONNECT_TIMEOUT)
-    sock.settimeout(None)  # Blocking mode: no poll() before each call.
+    sock.settimeout(timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if context is not None:
         return context.wrap_socket(sock, server_hostname=TLS_HOST)
     return sock
 
 
-def pysock_connect(address: str, context: Optional[ssl.SSLContext] = None) -> pysock.Socket:
-    """A pysock socket, opened (handshake done); `Unavailable` if TLS is not there yet."""
+def pysock_connect(
+    address: str, context: Optional[ssl.SSLContext] = None, timeout: Optional[float] = None
+) -> pysock.Socket:
+    """A pysock socket, opened (handshake done); `Unavailable` if TLS is not there yet.
+
+    `timeout` is pysock's ``timeout=`` option (None: reads and writes wait forever).
+    """
     try:
         if context is None:
-            sock = pysock.connect(address)
+            sock = pysock.connect(address, timeout=timeout)
         else:
-            sock = pysock.connect(address, secure_transport="on", tls_context=context)
+            sock = pysock.connect(
+                address, secure_transport="on", tls_context=context, timeout=timeout
+            )
     except NotImplementedError as exc:
         raise Unavailable("n/a (not implemented)") from exc
     try:

@@ -7,6 +7,10 @@ One round trip is timed from before the write to after the full answer:
 * asyncio: ``writer.write(msg); await writer.drain(); await reader.readexactly(64)``;
 * trio: ``await stream.send_all(msg)`` then ``receive_some`` until 64 bytes.
 
+The "timeout=10" variant runs raw on a socket with ``sock.settimeout(10)``
+and pysock opened with ``pysock.connect(addr, timeout=10)``, the same loops
+otherwise.
+
 The peer echoes every 64-byte message. In the "busy" variant one more
 Python thread spins on pure-Python work (it holds the GIL whenever it can)
 for the whole measurement: the switch interval (5 ms by default) then
@@ -22,9 +26,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from bench.cases._common import (
+    TIMEOUT,
     asyncio_close,
     asyncio_connect,
     pysock_connect,
@@ -42,8 +47,8 @@ WARMUP_ROUNDS = 200
 Samples = list[float]  # Seconds, one per round trip.
 
 
-def raw_rounds(peer: Peer, rounds: int) -> Samples:
-    sock = raw_connect(peer.addr)
+def raw_rounds(peer: Peer, rounds: int, timeout: Optional[float] = None) -> Samples:
+    sock = raw_connect(peer.addr, timeout=timeout)
     try:
         sock.sendall(command(b"E", SIZE))
         message = b"q" * SIZE
@@ -66,8 +71,8 @@ def raw_rounds(peer: Peer, rounds: int) -> Samples:
     return samples
 
 
-def pysock_rounds(peer: Peer, rounds: int) -> Samples:
-    sock = pysock_connect(peer.address)
+def pysock_rounds(peer: Peer, rounds: int, timeout: Optional[float] = None) -> Samples:
+    sock = pysock_connect(peer.address, timeout=timeout)
     try:
         readable, writable = sock.readable, sock.writable
         writable.write(command(b"E", SIZE))
@@ -193,18 +198,25 @@ class _Collector:
         return self.p50[impl][-1]
 
 
-def _run(cfg: Config, rounds: int, busy: bool, reps: int) -> tuple[list[Series], _Collector]:
+def _run(
+    cfg: Config,
+    rounds: int,
+    busy: bool,
+    reps: int,
+    functions: dict[str, Callable[[Peer, int], Samples]] = FUNCTIONS,
+    label: str = "round trip",
+) -> tuple[list[Series], _Collector]:
     collector = _Collector()
     with running_peer("stream") as peer:
         measures = {
             impl: partial(collector.measure, function, peer, rounds, impl, busy)
-            for impl, function in FUNCTIONS.items()
+            for impl, function in functions.items()
         }
         warmups: dict[str, Any] = {
             impl: partial(function, peer, WARMUP_ROUNDS if not busy else 5)
-            for impl, function in FUNCTIONS.items()
+            for impl, function in functions.items()
         }
-        series = interleave(measures, reps, warmups, "round trip" + (" busy" if busy else ""))
+        series = interleave(measures, reps, warmups, label + (" busy" if busy else ""))
     return series, collector
 
 
@@ -237,6 +249,18 @@ def case_round_trip(cfg: Config) -> list[Row]:
     series, collector = _run(cfg, rounds, busy=False, reps=cfg.reps)
     title = f"64-byte round trip ({rounds:,} per rep)"
     return _rows("rtt", title, series, collector, p99_goal=True)
+
+
+def case_round_trip_timeout(cfg: Config) -> list[Row]:
+    """64-byte round trips with timeout=10 (raw: settimeout(10)); raw and pysock only."""
+    rounds = cfg.size(10_000, 1_000)
+    functions: dict[str, Callable[[Peer, int], Samples]] = {
+        RAW: partial(raw_rounds, timeout=TIMEOUT),
+        PYSOCK: partial(pysock_rounds, timeout=TIMEOUT),
+    }
+    series, collector = _run(cfg, rounds, False, cfg.reps, functions, "round trip timeout")
+    title = f"64-byte round trip, timeout=10 (raw: settimeout) ({rounds:,} per rep)"
+    return _rows("rtt-timeout", title, series, collector, p99_goal=True)
 
 
 def case_round_trip_busy(cfg: Config) -> list[Row]:

@@ -13,6 +13,10 @@ What each implementation runs, per 64 KiB:
   ``sock.writable.write(chunk)``;
 * asyncio: ``await reader.read(65536)`` / ``writer.write(chunk); await writer.drain()``;
 * trio: ``await stream.receive_some(65536)`` / ``await stream.send_all(chunk)``.
+
+The "timeout=10" receive row runs raw on a socket with ``sock.settimeout(10)``
+(a poll() before each ``recv_into``) and pysock opened with
+``pysock.connect(addr, timeout=10)``, the same loops otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from functools import partial
 from typing import Any, Callable, Optional
 
 from bench.cases._common import (
+    TIMEOUT,
     asyncio_close,
     asyncio_connect,
     pysock_connect,
@@ -55,8 +60,10 @@ def _check(total: int, size: int) -> None:
 # -- receive ----------------------------------------------------------------------------
 
 
-def raw_receive(peer: Peer, size: int, context: Optional[ssl.SSLContext]) -> float:
-    sock = raw_connect(peer.addr, context)
+def raw_receive(
+    peer: Peer, size: int, context: Optional[ssl.SSLContext], timeout: Optional[float] = None
+) -> float:
+    sock = raw_connect(peer.addr, context, timeout)
     try:
         buf = bytearray(CALL_SIZE)
         start = time.perf_counter()
@@ -75,9 +82,13 @@ def raw_receive(peer: Peer, size: int, context: Optional[ssl.SSLContext]) -> flo
 
 
 def pysock_receive(
-    peer: Peer, size: int, context: Optional[ssl.SSLContext], method: str = "readinto1"
+    peer: Peer,
+    size: int,
+    context: Optional[ssl.SSLContext],
+    method: str = "readinto1",
+    timeout: Optional[float] = None,
 ) -> float:
-    sock = pysock_connect(peer.address, context)
+    sock = pysock_connect(peer.address, context, timeout)
     try:
         buf = bytearray(CALL_SIZE)
         readable = sock.readable
@@ -271,6 +282,24 @@ def case_receive(cfg: Config) -> list[Row]:
         )
     title = f"receive {_size_label(size)} plaintext, 64 KiB reads"
     return [_throughput_row("receive", title, series, Goal(">= 0.95", ">=", 0.95))]
+
+
+def case_receive_timeout(cfg: Config) -> list[Row]:
+    """Receive 512 MiB of plaintext in 64 KiB reads with timeout=10 (raw: settimeout(10))."""
+    size = cfg.size(FULL_SIZE, QUICK_SIZE)
+    functions: dict[str, Callable[..., float]] = {
+        RAW: partial(raw_receive, timeout=TIMEOUT),
+        PYSOCK: partial(pysock_receive, timeout=TIMEOUT),
+    }
+    with running_peer("stream") as peer:
+        series = interleave(
+            _bind_all(functions, peer, size, None),
+            _plain_reps(cfg),
+            _bind_all(functions, peer, min(size, WARMUP_SIZE), None),
+            "receive timeout",
+        )
+    title = f"receive {_size_label(size)} plaintext, 64 KiB reads, timeout=10 (raw: settimeout)"
+    return [_throughput_row("receive-timeout", title, series, Goal(">= 0.95", ">=", 0.95))]
 
 
 def case_send(cfg: Config) -> list[Row]:
