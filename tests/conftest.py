@@ -12,9 +12,9 @@ import pytest
 import trustme
 from hypothesis import settings
 
-from ._real_servers import in_ci
-from ._servers import Blackhole, Server, echo
 from .helpers import sync_loop
+from .peers.real_servers import in_ci
+from .peers.tcp import Blackhole, Server, echo
 
 # Hypothesis profiles. Under CI (.ci/run exports CI=1) every run draws the same
 # examples, so a red build is reproducible and a green one is not luck, and a
@@ -130,13 +130,13 @@ def tls_version(request: pytest.FixtureRequest) -> ssl.TLSVersion:
 
 @pytest.fixture
 def server_ctx(leaf: trustme.LeafCert, tls_version: ssl.TLSVersion) -> ssl.SSLContext:
-    from ._tls_peers import server_context
+    from .peers.tls import server_context
 
     return server_context(leaf, tls_version)
 
 
 @pytest.fixture
 def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
-    from ._tls_peers import client_context
+    from .peers.tls import client_context
 
     return client_context(ca)

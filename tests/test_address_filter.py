@@ -16,7 +16,7 @@ import pytest
 import pysock
 from pysock import _opening
 
-from ._servers import Server
+from .peers.tcp import Server
 from .test_happy_eyeballs import NAME, _pair_port
 
 WAIT = 10.0

@@ -16,7 +16,7 @@ import pytest
 import pysock
 from pysock import connect
 
-from ._servers import Server
+from .peers.tcp import Server
 
 TIMEOUT = 10
 

@@ -19,17 +19,17 @@ import trustme
 
 from pysock.cli._preambles import PROTOCOLS
 
-from ._proxies import Proxy, dante_proxy  # noqa: F401 (fixtures)
-from ._real_servers import (  # noqa: F401 (fixtures)
+from .helpers import recv_all
+from .peers.proxies import Proxy, dante_proxy  # noqa: F401 (fixtures)
+from .peers.real_servers import (  # noqa: F401 (fixtures)
     ChildServer,
     ipv6_loopback_works,
     pg_startup_message,
     postgres,
     smtp_server,
 )
-from ._servers import Server, echo
-from ._tls_peers import close_cleanly, server_context, tls_echo, wrap
-from .helpers import recv_all
+from .peers.tcp import Server, echo
+from .peers.tls import close_cleanly, server_context, tls_echo, wrap
 
 TIMEOUT = 30  # Per run of the script: a cold interpreter on a loaded machine.
 SCRIPT = Path(sys.executable).with_name("pysock")

@@ -11,7 +11,7 @@ import pytest
 
 from pysock import SocketClosedError, connect
 
-from ._servers import Blackhole, Server
+from .peers.tcp import Blackhole, Server
 
 TIMEOUT = 10
 

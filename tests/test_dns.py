@@ -20,7 +20,7 @@ import pytest
 from pysock import Socket, SocketClosedError, _opening, connect
 from pysock._workers import Workers
 
-from ._servers import Blackhole, Server
+from .peers.tcp import Blackhole, Server
 
 TIMEOUT = 10
 

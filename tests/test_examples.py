@@ -19,9 +19,9 @@ from typing import Callable
 import pytest
 import trustme
 
-from ._real_servers import ChildServer, postgres, smtp_server  # noqa: F401 (fixtures)
-from ._servers import Server
-from ._tls_peers import close_cleanly, wrap
+from .peers.real_servers import ChildServer, postgres, smtp_server  # noqa: F401 (fixtures)
+from .peers.tcp import Server
+from .peers.tls import close_cleanly, wrap
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30  # Per run of a script: a cold interpreter on a loaded machine.

@@ -34,7 +34,7 @@ from django.urls import path  # type: ignore[import-untyped]
 
 from pysock import BrokenSocketError, ConnectError, Socket, SocketReader, SocketTimeout, connect
 
-from ._servers import PEER_TIMEOUT, Blackhole, Server
+from .peers.tcp import PEER_TIMEOUT, Blackhole, Server
 
 WsgiApp = Callable[..., Any]
 CHUNK = 64 * 1024  # The default chunk size of Socket.stream().

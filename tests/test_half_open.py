@@ -10,9 +10,9 @@ import pytest
 
 from pysock import BrokenSocketError, connect
 
-from ._servers import Server
 from .helpers import LINGER_ZERO as _LINGER_ZERO
 from .helpers import recv_all
+from .peers.tcp import Server
 
 TIMEOUT = 10
 

@@ -23,7 +23,7 @@ import pysock
 from pysock import _opening
 from pysock._opening import interleave
 
-from ._servers import Blackhole, Server, echo
+from .peers.tcp import Blackhole, Server, echo
 
 NAME = "dual.pysock.test"
 WAIT = 10.0

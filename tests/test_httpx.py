@@ -37,11 +37,11 @@ import pysock.httpx
 from pysock import _opening
 from pysock.httpx import Transport
 
-from ._nginx import Nginx, nginx  # noqa: F401 (fixture)
-from ._proxies import Proxy, http_proxy, socks5_proxy  # noqa: F401 (fixtures)
-from ._real_servers import ipv6_loopback_works
-from ._servers import PEER_TIMEOUT, Blackhole, Server
-from ._tls_peers import server_context
+from .peers.nginx import Nginx, nginx  # noqa: F401 (fixture)
+from .peers.proxies import Proxy, http_proxy, socks5_proxy  # noqa: F401 (fixtures)
+from .peers.real_servers import ipv6_loopback_works
+from .peers.tcp import PEER_TIMEOUT, Blackhole, Server
+from .peers.tls import server_context
 
 WAIT = 10.0  # seconds: the bound of every wait that should end at once
 SHORT = 0.2  # seconds: the timeouts the timeout tests expect to pass

@@ -23,8 +23,8 @@ from pysock import (
     connect,
 )
 
-from ._servers import Server
 from .helpers import recv_all
+from .peers.tcp import Server
 
 TIMEOUT = 10
 MiB = 1024 * 1024

@@ -10,8 +10,8 @@ import pytest
 
 from pysock import ConnectError, connect
 
-from ._servers import Server
-from ._tls_peers import tls_echo
+from .peers.tcp import Server
+from .peers.tls import tls_echo
 
 TIMEOUT = 10
 SECRET = b"do-not-log-this-payload"

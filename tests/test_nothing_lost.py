@@ -18,9 +18,9 @@ import trustme
 
 from pysock import BrokenSocketError, Socket, SocketReader, connect
 
-from ._servers import Server
-from ._tls_peers import client_context, server_context
 from .helpers import LINGER_ZERO as _LINGER_ZERO
+from .peers.tcp import Server
+from .peers.tls import client_context, server_context
 
 TIMEOUT = 10
 DATA = bytes(range(256)) * 19 + b"tail without a newline"  # 4,886 bytes, no b"\n" at the end

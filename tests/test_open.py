@@ -15,8 +15,8 @@ import pytest
 import pysock
 from pysock import ConnectError, SocketClosedError, SocketInfo, SocketTimeout, _opening, connect
 
-from ._servers import Blackhole, Server, echo
 from .helpers import same_error
+from .peers.tcp import Blackhole, Server, echo
 
 TIMEOUT = 10
 

@@ -15,8 +15,8 @@ import pytest
 
 from pysock import SocketClosedError, connect
 
-from ._servers import Blackhole, Server
 from .helpers import sync_loop
+from .peers.tcp import Blackhole, Server
 
 TIMEOUT = 10
 

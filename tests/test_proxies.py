@@ -1,7 +1,7 @@
 """``proxy=``: SOCKS5 (microsocks, Dante) and HTTP CONNECT (tinyproxy), real servers on loopback.
 
-The proxies are Debian's packages, started by tests/_proxies.py (CI installs
-them; see .ci/run). Destinations are the thread peers of tests/_servers.py.
+The proxies are Debian's packages, started by tests/peers/proxies.py (CI installs
+them; see .ci/run). Destinations are the thread peers of tests/peers/tcp.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import trustme
 
 import pysock
 
-from ._proxies import (  # noqa: F401 (fixtures)
+from .peers.proxies import (  # noqa: F401 (fixtures)
     Proxy,
     dante_proxy,
     http_auth_proxy,
@@ -26,8 +26,8 @@ from ._proxies import (  # noqa: F401 (fixtures)
     socks5_auth_proxy,
     socks5_proxy,
 )
-from ._servers import Server
-from ._tls_peers import client_context, server_context
+from .peers.tcp import Server
+from .peers.tls import client_context, server_context
 
 WAIT = 10.0
 PROXIES = ["socks5_proxy", "socks5_auth_proxy", "dante_proxy", "http_proxy", "http_auth_proxy"]

@@ -1,8 +1,8 @@
-"""Self-tests of the proxy fixtures (tests/_proxies.py), with plain stdlib sockets only.
+"""Self-tests of the proxy fixtures (tests/peers/proxies.py), with plain stdlib sockets only.
 
 They speak SOCKS5 (RFC 1928, RFC 1929 for username/password) and HTTP CONNECT
 (RFC 9110 §9.3.6, Basic credentials in Proxy-Authorization) through every proxy to
-the thread echo servers of tests/_servers.py, and pin down how each server answers
+the thread echo servers of tests/peers/tcp.py, and pin down how each server answers
 a failure; pysock's proxy tests can rely on these answers:
 
 ==================  ===========================  =====================================
@@ -21,7 +21,7 @@ pipelined messages  extra bytes dropped: hangs   answered in turn
 ==================  ===========================  =====================================
 
 Every failure answer above ends with EOF (a "refused" reply from danted ends with
-RST instead when its rules say `log: error` or `log: disconnect`; tests/_proxies.py
+RST instead when its rules say `log: error` or `log: disconnect`; tests/peers/proxies.py
 avoids both). The last two rows (seen by hand, not tested: they need a pause
 between writes, or a wait for an answer that never comes) mean a client must send
 each SOCKS5 message in one write and wait for its answer before the next.
@@ -45,7 +45,8 @@ from typing import Callable, Final, Optional
 
 import pytest
 
-from ._proxies import (  # noqa: F401 (fixtures)
+from .helpers import recv_exactly
+from .peers.proxies import (  # noqa: F401 (fixtures)
     HOST,
     PASSWORD,
     USERNAME,
@@ -62,9 +63,8 @@ from ._proxies import (  # noqa: F401 (fixtures)
     start_proxy,
     stop_group,
 )
-from ._real_servers import ipv6_loopback_works
-from ._servers import Server, echo
-from .helpers import recv_exactly
+from .peers.real_servers import ipv6_loopback_works
+from .peers.tcp import Server, echo
 
 Serve = Callable[..., Server]  # conftest's `serve` fixture: serve(handler, host=...)
 

@@ -1,6 +1,6 @@
 """STARTTLS against real servers: PostgreSQL 15 (SSLRequest) and SMTP (aiosmtpd).
 
-The servers are child processes started once per session (tests/_real_servers.py);
+The servers are child processes started once per session (tests/peers/real_servers.py);
 these tests skip when a server is not installed, and fail instead under CI.
 """
 
@@ -16,7 +16,7 @@ import trustme
 
 from pysock import Socket, StartTlsError, TLSError, connect
 
-from ._real_servers import (  # noqa: F401 (fixtures)
+from .peers.real_servers import (  # noqa: F401 (fixtures)
     ChildServer,
     pg_startup_message,
     postgres,

@@ -13,9 +13,9 @@ import pytest
 
 from pysock import SocketClosedError, StartTlsError, connect
 
-from ._servers import Server
-from ._tls_peers import close_cleanly, tls_echo, wrap
 from .helpers import recv_all, recv_all_or_reset
+from .peers.tcp import Server
+from .peers.tls import close_cleanly, tls_echo, wrap
 
 TIMEOUT = 10
 

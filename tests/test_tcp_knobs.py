@@ -10,7 +10,7 @@ import pytest
 
 import pysock
 
-from ._servers import Server
+from .peers.tcp import Server
 
 WAIT = 10.0
 

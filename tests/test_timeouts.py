@@ -12,8 +12,8 @@ import trustme
 
 from pysock import BrokenSocketError, Socket, SocketTimeout, connect
 
-from ._servers import Server
-from ._tls_peers import client_context, server_context
+from .peers.tcp import Server
+from .peers.tls import client_context, server_context
 
 TIMEOUT = 10
 

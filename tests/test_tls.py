@@ -24,8 +24,9 @@ from pysock import (
     connect,
 )
 
-from ._servers import Server
-from ._tls_peers import (
+from .helpers import recv_all, same_error
+from .peers.tcp import Server
+from .peers.tls import (
     RecordingTlsServerSide,
     close_cleanly,
     server_context,
@@ -33,7 +34,6 @@ from ._tls_peers import (
     tls_record_types,
     wrap,
 )
-from .helpers import recv_all, same_error
 
 TIMEOUT = 10
 MiB = 1024 * 1024

@@ -16,8 +16,8 @@ import trustme
 
 import pysock
 
-from ._servers import PEER_TIMEOUT, Server, echo
-from ._tls_peers import client_context, server_context
+from .peers.tcp import PEER_TIMEOUT, Server, echo
+from .peers.tls import client_context, server_context
 
 WAIT = 10.0
 

@@ -43,7 +43,7 @@ import werkzeug.serving
 
 from pysock import connect
 
-from ._servers import PEER_TIMEOUT, Server
+from .peers.tcp import PEER_TIMEOUT, Server
 
 ROOT = Path(__file__).resolve().parent.parent
 # The upstream closes its side within this of the HTTP client going away.

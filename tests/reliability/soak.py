@@ -65,8 +65,8 @@ from pysock import (
     connect,
 )
 
-from .._tls_peers import client_context
-from ._load_peers import STALL_TIMEOUT, Header, PeerProcess, pattern_chunks
+from ..peers.load import STALL_TIMEOUT, Header, PeerProcess, pattern_chunks
+from ..peers.tls import client_context
 
 # Each blocking call (connect, read, write, futures): generous for a loaded machine.
 TIMEOUT: Final = 30.0

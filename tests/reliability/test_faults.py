@@ -16,7 +16,7 @@ threads. Where the docs do not say which error a fault gives, a comment says
 what was chosen and why.
 
 The peers are stdlib sockets in threads; TLS peers run an ``ssl.SSLObject``
-over memory BIOs (`_fault_peers.TlsChannel`) so that a test decides exactly
+over memory BIOs (`tests.peers.faults.TlsChannel`) so that a test decides exactly
 which ciphertext bytes reach the wire.
 """
 
@@ -49,10 +49,10 @@ from pysock._state import State
 from pysock._streams import READ_BUFFER_SIZE
 from pysock._tls import _CIPHER_BUFFER_SIZE, TlsConnection
 
-from .._servers import Blackhole, Server
-from .._tls_peers import client_context, server_context
 from ..helpers import WAKE, drain, reset, same_error, wait_until
-from ._fault_peers import Call, TlsChannel, Transport, join_peers, wait
+from ..peers.faults import Call, TlsChannel, Transport, join_peers, wait
+from ..peers.tcp import Blackhole, Server
+from ..peers.tls import client_context, server_context
 
 MiB = 1024 * 1024
 # Far more than the kernel buffers of a peer that does not read can hold (its

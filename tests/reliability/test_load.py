@@ -1,6 +1,6 @@
 """Load: 1,000 busy sockets, 10,000 idle ones, and a short run of the soak.
 
-The peers run in a separate process (`tests.reliability._load_peers`), so the
+The peers run in a separate process (`tests.peers.load`), so the
 client's GIL is its own and the peer's work never slows pysock's threads
 down. Every blocking call has a timeout; the only timing assertion is the
 bound docs/reliability.md promises: every ``closed`` done within 5 s of the
@@ -26,9 +26,9 @@ import pytest
 
 from pysock import BrokenSocketError, Socket, SocketClosedError, connect
 
-from .._servers import Server
 from ..helpers import sync_loop
-from ._load_peers import ROOT, PeerProcess
+from ..peers.load import ROOT, PeerProcess
+from ..peers.tcp import Server
 
 # A blocking call on a shared 2-core machine where other suites run too: generous.
 TIMEOUT: Final = 60.0

@@ -44,13 +44,13 @@ from pysock import (
     connect,
 )
 
-from .._servers import Server
-from .._tls_peers import RecordingTlsServerSide, client_context, server_context, tls_record_types
 from ..helpers import drain as _drain
 from ..helpers import finalizer_problems
 from ..helpers import raised_by as _raised_by
 from ..helpers import recv_all as _recv_all
 from ..helpers import recv_exactly as _recv_exactly
+from ..peers.tcp import Server
+from ..peers.tls import RecordingTlsServerSide, client_context, server_context, tls_record_types
 from . import _strategies as model
 
 WAIT: Final = 10.0  # the bound of every wait for a peer or a future
@@ -367,7 +367,7 @@ def _run_child(code: str) -> str:
 _DEADLINE_CHILD = """
     import concurrent.futures
     from pysock import SocketTimeout, connect
-    from tests._servers import Blackhole
+    from tests.peers.tcp import Blackhole
 
     hole = Blackhole()  # connects never complete: the deadline reaches the selector thread
     first = connect(hole.address, {options})

@@ -48,19 +48,19 @@ from pysock import (
     connect,
 )
 
-from .._servers import Server
-from .._tls_peers import (
+from ..helpers import finalizer_problems, same_error
+from ..helpers import raised_by as _raised_by
+from ..helpers import recv_all_or_reset as _recv_all_or_reset
+from ..helpers import recv_line as _recv_line
+from ..helpers import reset as _reset
+from ..peers.tcp import Server
+from ..peers.tls import (
     RecordingTlsServerSide,
     client_context,
     close_cleanly,
     server_context,
     tls_record_types,
 )
-from ..helpers import finalizer_problems, same_error
-from ..helpers import raised_by as _raised_by
-from ..helpers import recv_all_or_reset as _recv_all_or_reset
-from ..helpers import recv_line as _recv_line
-from ..helpers import reset as _reset
 
 WAIT: Final = 10.0
 SECRET: Final = b"SECRET-PLAINTEXT-7f3a9c"

@@ -1,6 +1,6 @@
 """Processes and signals: Ctrl-C, fork() and interpreter exit (docs/reliability.md).
 
-Ctrl-C and exit run in child interpreters (`_child_scripts`), which measure
+Ctrl-C and exit run in child interpreters (`tests.peers.child_scripts`), which measure
 their own timings with `time.monotonic()`; the parent only collects the
 reports, with generous timeouts, and kills a child that outlives them. The
 fork tests fork this very process with `os.fork()` while its threads stream
@@ -30,10 +30,10 @@ import pytest
 
 from pysock import Socket, connect
 
-from .._servers import PEER_TIMEOUT, Blackhole, Server, echo
 from ..helpers import reap, recv_exactly, sync_loop, wait_for
-from . import _child_scripts as child
-from ._child_scripts import BIG_WRITE, CONNECTING_OPS, READ_OPS, SUFFIX, Report, wait_blocked
+from ..peers import child_scripts as child
+from ..peers.child_scripts import BIG_WRITE, CONNECTING_OPS, READ_OPS, SUFFIX, Report, wait_blocked
+from ..peers.tcp import PEER_TIMEOUT, Blackhole, Server, echo
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 # Generous: a child runs for about a second, on a shared, loaded machine. Below
@@ -81,7 +81,7 @@ def run_child(*args: str, hang_after: float = CHILD_TIMEOUT) -> ChildRun:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for name in ("PYTHONWARNINGS", "PYTHONDEVMODE"):  # The user's default: no -W, no -X dev.
         env.pop(name, None)
-    command = [sys.executable, "-m", "tests.reliability._child_scripts", *args]
+    command = [sys.executable, "-m", "tests.peers.child_scripts", *args]
     with subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as process:

@@ -1,6 +1,6 @@
 """nginx with TLS and HTTP/2 on loopback, for the HTTP/2 tests of pysock.httpx.
 
-The pattern of tests/_real_servers.py: a session-scoped fixture starts one
+The pattern of tests/peers/real_servers.py: a session-scoped fixture starts one
 nginx, a direct child of the test process (``daemon off`` and ``master_process
 off``: one process, stopped by PID), on a free 127.0.0.1 port, in a temporary
 directory that holds its configuration, certificate, logs and temp paths (the
@@ -23,7 +23,7 @@ from typing import Final, Iterator
 import pytest
 import trustme
 
-from ._real_servers import (
+from .real_servers import (
     ChildServer,
     accepts_connections,
     free_port,

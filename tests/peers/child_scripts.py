@@ -1,7 +1,7 @@
 """Child programs for `test_signals`: each scenario runs in an interpreter of its own.
 
 Run from the repository root as
-``python -m tests.reliability._child_scripts SCENARIO ARGS...``. A scenario
+``python -m tests.peers.child_scripts SCENARIO ARGS...``. A scenario
 prints its observations as JSON objects, one a line, on stdout; the test
 merges them and asserts. Durations are measured here with `time.monotonic()`
 (CLOCK_MONOTONIC is system-wide on Linux, so a time printed here can also be
@@ -219,7 +219,7 @@ def _interrupt_write(sock: Socket, conn: socket.socket) -> Report:
 
 
 def _interrupt_connecting(op: str, timeout: Optional[float]) -> Report:
-    from tests._servers import Blackhole
+    from tests.peers.tcp import Blackhole
 
     hole = Blackhole()
     sync_loop()  # Start the selector thread first: its descriptors are not a leak.
@@ -297,7 +297,7 @@ def _accept(listener: socket.socket) -> socket.socket:
 def exit_blocked(op: str, kind: str, timeout_arg: str) -> None:
     """The main thread returns while a `kind` thread is blocked in `op`."""
     from pysock import PysockError, connect
-    from tests._servers import Blackhole
+    from tests.peers.tcp import Blackhole
 
     timeout = None if timeout_arg == "None" else float(timeout_arg)
     if op == "opened":
@@ -341,7 +341,7 @@ def exit_idle(state: str) -> None:
     if state == "closed_by_late_atexit":
         atexit.register(_close_kept_socket)
     from pysock import connect
-    from tests._servers import Blackhole
+    from tests.peers.tcp import Blackhole
 
     if state == "connecting":
         hole = Blackhole()
@@ -434,7 +434,7 @@ def fork_exit_normally() -> None:
     This process then checks that its own sockets still work.
     """
     from pysock import connect
-    from tests._servers import Server, echo
+    from tests.peers.tcp import Server, echo
 
     server = Server(echo)
     parent = os.getpid()

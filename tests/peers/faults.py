@@ -23,8 +23,8 @@ from typing_extensions import Unpack
 
 from pysock import Socket, SocketOptions, connect
 
-from .._servers import PEER_TIMEOUT, Server
 from ..helpers import WAKE, drain, reset
+from .tcp import PEER_TIMEOUT, Server
 
 _T = TypeVar("_T")
 

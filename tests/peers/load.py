@@ -1,6 +1,6 @@
 """Peers for the load test and the soak: stdlib servers in a separate process.
 
-The peer runs in its own process (``python -m tests.reliability._load_peers
+The peer runs in its own process (``python -m tests.peers.load
 MODE LIFETIME [ARGS]``) so that the client under test has its GIL to itself.
 The parent talks to it through the child's stdin and stdout, one JSON object
 per line: the peer first prints ``{"ports": {...}}``, then answers each
@@ -49,7 +49,7 @@ from ..helpers import reset
 
 __all__ = ["HOST", "Header", "PeerProcess", "pattern_chunks", "raise_fd_limit"]
 
-MODULE: Final = "tests.reliability._load_peers"
+MODULE: Final = "tests.peers.load"
 ROOT: Final = Path(__file__).resolve().parents[2]
 HOST: Final = "127.0.0.1"
 # Beyond this much unsent echo a connection is not read until the client reads.

@@ -7,7 +7,7 @@ import ssl
 
 import trustme
 
-from .helpers import recv_all
+from ..helpers import recv_all
 
 
 def server_context(leaf: trustme.LeafCert, version: ssl.TLSVersion) -> ssl.SSLContext:

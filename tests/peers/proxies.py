@@ -1,6 +1,6 @@
 """Real proxy servers on loopback: microsocks, Dante (danted) and tinyproxy, as child processes.
 
-The same pattern as tests/_real_servers.py, whose helpers this module uses: each
+The same pattern as tests/peers/real_servers.py, whose helpers this module uses: each
 session-scoped fixture starts one server, a direct child of the test process, on a
 free 127.0.0.1 port (retrying on a port race), waits (bounded) until it answers,
 and stops it at the end of the session. The server writes to a log file that only
@@ -36,7 +36,7 @@ from urllib.parse import quote
 
 import pytest
 
-from ._real_servers import (
+from .real_servers import (
     PROBE_INTERVAL,
     PROBE_TIMEOUT,
     STOP_WAIT,
