@@ -1,4 +1,19 @@
-"""Peers that misbehave on cue, for the fault-injection suite (test_faults.py).
+"""Peers that misbehave on cue, and the harness of the fault tests (tests/test_faults_*.py).
+
+The faults: peer reset, peer FIN (with allow_half_open False and True), a peer
+that stops reading, one that stops writing, a server that never speaks, a full
+accept backlog, garbage instead of a ServerHello, truncated TLS records,
+close_notify in the middle of a record stream, and a fast sender with a slow
+reader. The points: before open, mid-handshake, mid-read (a thread blocked in a
+read), mid-write (a thread blocked in a write on full buffers) and idle (no
+thread in the socket, `closed` fed by the selector thread).
+
+Each test asserts the error class (docs/errors.md: named by who caused the
+failure), that its message names host:port, that ``closed`` completes with
+that error (or None for a clean end) within a bounded wait, and that every
+blocked thread wakes. The autouse ``no_leaks`` fixture checks descriptors and
+threads. Where the docs do not say which error a fault gives, a comment says
+what was chosen and why.
 
 A test's server handler turns the accepted stdlib socket into a `Channel`:
 plain TCP, or TLS through an `ssl.SSLObject` over memory BIOs (`TlsChannel`),
@@ -8,7 +23,8 @@ without close_notify, a reset. `Transport` pairs a channel kind with the
 matching client options, so one test body runs over TCP, TLS 1.2 and TLS 1.3.
 
 `Call` runs one blocking pysock call in a thread, to check that it blocks and
-that the fault wakes it. Every wait here is bounded.
+that the fault wakes it. Every wait here is bounded. The `transport` and `tls`
+fixtures give each test its transports; a test module imports them.
 """
 
 from __future__ import annotations
@@ -19,18 +35,35 @@ import ssl
 import threading
 from typing import Callable, Final, Generic, Optional, TypeVar
 
+import pytest
+import trustme
 from typing_extensions import Unpack
 
 from pysock import Socket, SocketOptions, connect
 
-from ..helpers import WAKE, drain, reset
+from ..helpers import WAKE, drain, reset, same_error
 from .tcp import PEER_TIMEOUT, Server
+from .tls import client_context, server_context
 
 _T = TypeVar("_T")
 
 # How long a call must stay blocked to count as blocked: it has nothing to do,
 # so it would end within milliseconds if it were not.
 BLOCKED: Final = 0.1
+MiB: Final = 1024 * 1024
+# Far more than the kernel buffers of a peer that does not read can hold (its
+# receive buffer does not grow while it does not read; our send buffer is at most
+# tcp_wmem's 4 MiB), so a write of this size blocks.
+BIG_WRITE: Final = 16 * MiB
+# Short timeouts for the faults that are timeouts: long enough to see the thread
+# block first, short enough to keep the suite fast. Tests that use one on a socket
+# that opens give `connect_timeout=WAKE` and wait for the open first, so that a
+# slow handshake on a loaded machine is never mistaken for the fault.
+SHORT: Final = 0.2
+# A connect deadline that is the fault: far enough to see the calls waiting for
+# the open block first, even on a loaded machine.
+CONNECT_DEADLINE: Final = 0.5
+VERSIONS: Final = {"tls1.2": ssl.TLSVersion.TLSv1_2, "tls1.3": ssl.TLSVersion.TLSv1_3}
 
 
 def join_peers(server: Server) -> None:
@@ -252,3 +285,37 @@ class Call(Generic[_T]):
         error = self.finish()
         assert error is None, f"expected a result, got {error!r}"
         return self.result  # type: ignore[return-value]
+
+
+# -- the transports of a test ---------------------------------------------------------
+
+# One Transport per name for the session: the contexts are never modified, and the
+# client's (system CAs, then ours) takes tens of milliseconds to build.
+_transports: dict[str, Transport] = {}
+
+
+def _transport(name: str, ca: trustme.CA, leaf: trustme.LeafCert) -> Transport:
+    if name not in _transports:
+        if name == "tcp":
+            _transports[name] = Transport(name)
+        else:
+            server = server_context(leaf, VERSIONS[name])
+            _transports[name] = Transport(name, server, client_context(ca))
+    return _transports[name]
+
+
+@pytest.fixture(params=["tcp", "tls1.2", "tls1.3"])
+def transport(request: pytest.FixtureRequest, ca: trustme.CA, leaf: trustme.LeafCert) -> Transport:
+    return _transport(request.param, ca, leaf)
+
+
+@pytest.fixture(params=["tls1.2", "tls1.3"])
+def tls(request: pytest.FixtureRequest, ca: trustme.CA, leaf: trustme.LeafCert) -> Transport:
+    return _transport(request.param, ca, leaf)
+
+
+def raises_same(call: Callable[[], object], error: BaseException) -> None:
+    """`call` raises exactly `error` (every read and write raises the error that failed it)."""
+    with pytest.raises(type(error)) as info:
+        call()
+    assert same_error(info.value, error)
