@@ -19,8 +19,10 @@ A read that fails does not raise through `io.BufferedReader`'s C code, whose
 ``readline()`` and ``readinto()`` drop what the call had gathered when the
 raw read raises. `recv_into` *parks* the error instead (``_parked``) and
 returns 0, so the C call returns every byte it gathered; the reader then
-raises the parked error with those bytes in its ``partial``. Only a timeout
-is raised at once: the reader keeps the gathered bytes for the next call.
+raises the parked error with those bytes in its ``partial``. A timeout and
+Ctrl-C (``KeyboardInterrupt`` raised inside the ``recv()``) are parked too:
+the socket stays usable, so the reader puts the gathered bytes back for the
+next call. That is what lets ``readline()`` stay one C call with a timeout.
 
 ``_reading``/``_writing`` tell `Connection.close()` that a call is inside the
 descriptor (see the handshake in `pysock._connection`).
@@ -112,12 +114,12 @@ class StreamIO:
             if nbytes == 0:
                 return self._on_recv_eof(buffer)
             return nbytes
-        except SocketTimeout:
-            raise  # The data stays in the kernel: the socket is still usable.
-        except PysockError as exc:
+        except PysockError as exc:  # A timeout too: the reader keeps what it gathered.
             return self.park(exc)
         except OSError as exc:
             return self.park(self._read_failure(exc), exc)
+        except KeyboardInterrupt as exc:  # Ctrl-C inside recv(): nothing was received.
+            return self.park(exc)
         finally:
             self._reading = False
             if self._release_pending:

@@ -64,9 +64,10 @@ def connect(
     port: Any = options
     if isinstance(port, int) and not isinstance(port, bool) and isinstance(address, str):
         # connect("localhost", 9001): the socket.create_connection() habit.
+        joined = f"{address}:{port}"
         raise TypeError(
-            f"connect() takes the port in the address: write connect('{address}:{port}') "
-            f"or connect(('{address}', {port}))"
+            f"connect() takes the port in the address: write connect({joined!r}) "
+            f"or connect(({address!r}, {port}))"
         )
     resolved = merge_options(options, kwargs)
     if address is None:

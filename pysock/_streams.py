@@ -5,9 +5,10 @@ Theory of operation (reading)
 
 The reader's buffering is `io.BufferedReader`'s own C code over a tiny raw
 object whose ``readinto`` is `Connection.recv_into`. Created on the first
-read (an idle socket owns no read buffer), it then serves ``read``,
-``readline``, ``readinto``, iteration... at C speed: with ``timeout=None``
-(``_fast``) ``readline``, ``readinto`` and ``readinto1`` are one C call each.
+read (an idle socket owns no read buffer), it then serves ``readline``,
+``readinto``, ``readinto1``, ``readexactly`` and iteration as one C call
+each, with or without a timeout (``_fast``, ``_fast_timed``); ``readuntil``
+is two (``peek`` and ``read``) when its separator is already buffered.
 
 Every call holds ``_lock``, also around a single C call. `io.BufferedReader`
 is not safe for concurrent readers: its C methods look at the buffer before
@@ -19,14 +20,18 @@ call: a message read by one thread arrives whole.
 
 The C methods have one flaw for a socket: a call that needs several raw reads
 (``readline`` of a long line, ``read(n)``) drops what it gathered if a raw
-read raises. That only matters when a raw read can raise and the socket
-stays usable: a read *timeout*. So with a timeout every method runs the
-Python code below, which only uses the two C calls that never lose data
-(``peek`` and ``read1``, each at most one raw read and nothing consumed on an
-error) and, if the call is interrupted, keeps what it gathered in ``_stash``,
-served first by the next call. ``readuntil`` runs that code always (it needs
-the stash for its limit rule), and while a stash is non-empty the C fast path
-is off, so the order of bytes never changes.
+read raises. So the raw read never raises: `Connection.recv_into` parks its
+failure and returns 0, which the C method takes for EOF and so returns all
+it gathered (see `pysock._rawio`). After each C call the reader looks for a
+parked failure (one attribute test). A timeout or Ctrl-C leaves the socket
+usable: the gathered bytes go to ``_stash``, served first by the next call;
+any other failure is raised with them in its ``partial``. While a stash is
+non-empty the C path is off (the Python code below serves the stash first),
+so the order of bytes never changes.
+
+A call's deadline is armed by its first refill (`_RawSocket.readinto`): a
+line already in the buffer costs no clock read, and with no timeout the raw
+layer's ``readinto`` is `Connection.recv_into` itself.
 """
 
 from __future__ import annotations
@@ -58,19 +63,31 @@ DEFAULT_READUNTIL_LIMIT: Final = 64 * 1024  # asyncio's StreamReader default.
 _MAX_READ_CHUNK: Final = 1024 * 1024
 
 
+# `_RawSocket.deadline` before the call's first refill: the clock starts then.
+_UNSET: Final = -1.0
+
+
 class _RawSocket(io.RawIOBase):
-    """The raw layer under `io.BufferedReader`: one ``recv_into`` per call."""
+    """The raw layer under `io.BufferedReader`: one ``recv_into`` per call.
+
+    Its deadline is per reader call, armed at the call's first refill: a line
+    already buffered costs no clock read. The reader resets it (`_UNSET`)
+    before each call.
+    """
 
     def __init__(self, connection: Connection) -> None:
         super().__init__()
         self._connection = connection
-        self.deadline: Optional[float] = None
+        self.deadline: Optional[float] = _UNSET
         self.nowait = False
 
     def readinto(self, buffer: Any) -> Optional[int]:
         if self.nowait:
             return None  # "No data without blocking": lets peek() report only buffered bytes.
-        return self._connection.recv_into(buffer, self.deadline)
+        deadline = self.deadline
+        if deadline == _UNSET:
+            deadline = self.deadline = self._connection.call_deadline()
+        return self._connection.recv_into(buffer, deadline)
 
     def readable(self) -> bool:
         return True
@@ -95,11 +112,15 @@ class SocketReader(io.BufferedIOBase):
         self._stash = b""
         self._lock = threading.Lock()
         self._is_closed = False
-        # True while one C call serves readline/readinto/readinto1: timeout=None,
-        # a buffer, no stash, not closed. read() and read1() stay pysock's code: C
-        # would allocate a result as large as the size asked for (read(2**62) is
-        # a MemoryError there), and their cost is per call, not per byte.
+        # True while one C call serves readline/readinto/readinto1/readexactly (and
+        # readuntil when the separator is buffered): a buffer, no stash, not
+        # closed. read() and read1() stay pysock's code: C would allocate a
+        # result as large as the size asked for (read(2**62) is a MemoryError
+        # there), and their cost is per call, not per byte.
         self._fast = False
+        # The same with a timeout: the call first unarms the raw layer's deadline
+        # (`_timed`), so that `_fast` alone costs the untimed path nothing more.
+        self._fast_timed = False
         connection.reader_ref = weakref.ref(self)
 
     # -- the buffer and the fast path ------------------------------------------------
@@ -118,26 +139,31 @@ class SocketReader(io.BufferedIOBase):
         """Turn the C fast path on where it applies. Caller holds ``_lock``.
 
         With no timeout the raw layer's ``readinto`` is bound straight to
-        `Connection.recv_into` (no Python frame of ours per refill).
+        `Connection.recv_into` (no Python frame of ours per refill); with one,
+        it is `_RawSocket.readinto`, which arms the call's deadline.
         """
         connection = self._connection
-        fast = (
-            connection.timeout is None
-            and not self._stash
-            and not self._is_closed
-            and self._buffer is not None
-        )
         raw = self._raw
-        if fast and raw is not None and "readinto" not in raw.__dict__:
-            raw.readinto = connection.recv_into  # type: ignore[method-assign]
-        self._fast = fast
+        fast = not self._stash and not self._is_closed and raw is not None
+        untimed = connection.timeout is None
+        if raw is not None:
+            _bind(raw, connection, untimed)
+        self._fast = fast and untimed
+        self._fast_timed = fast and not untimed
         # Read again after the write: `_timeout_changed()` in another thread
-        # sets the timeout, then clears the flag; either order leaves it off.
-        if fast and connection.timeout is not None:
-            self._fast = False
+        # sets the timeout, then clears the flags; either order leaves them off.
+        if fast and (connection.timeout is None) != untimed:
+            self._unbind()
 
     def _unbind(self) -> None:
-        self._fast = False
+        self._fast = self._fast_timed = False
+
+    def _timed(self) -> bool:
+        """True for the C path with a timeout; unarms its deadline (the first refill arms it)."""
+        if self._fast_timed:
+            self._raw.deadline = _UNSET  # type: ignore[union-attr]
+            return True
+        return False
 
     def _timeout_changed(self) -> None:
         """`Socket.timeout` changed (any thread): the next call takes the slow path.
@@ -145,14 +171,16 @@ class SocketReader(io.BufferedIOBase):
         That path reads the new timeout, unbinds the raw layer if there is one
         now, and turns the fast path back on when it applies.
         """
-        self._fast = False
+        self._unbind()
 
-    def _begin(self) -> io.BufferedReader:
+    def _begin(self, fresh: bool = True) -> io.BufferedReader:
+        """The buffer, for a call of the Python path; `fresh`: the call's deadline is unarmed."""
         buffer = self._buffered()
         raw = self._raw
         assert raw is not None
-        deadline = raw.deadline = self._connection.call_deadline()
-        if deadline is not None:
+        if fresh:
+            raw.deadline = _UNSET
+        if self._connection.timeout is not None:
             raw.__dict__.pop("readinto", None)  # The deadline needs our readinto.
         return buffer
 
@@ -164,12 +192,20 @@ class SocketReader(io.BufferedIOBase):
             self._unbind()
 
     def _failure(self, partial: bytes) -> BaseException:
-        """The parked read failure (see pysock._rawio), carrying the bytes this call read.
+        """The parked read failure (see pysock._rawio), for the bytes this call read.
 
-        Those bytes are consumed: they are in the error, not in the buffer.
+        A timeout or an interrupt (Ctrl-C) leaves the socket usable: the bytes
+        go back in front, for the next call. Any other failure ends the read
+        side: the bytes are consumed, in the error's ``partial``.
         """
         parked = self._connection.take_parked()
         assert parked is not None
+        if isinstance(parked, (TimeoutError, KeyboardInterrupt)) or not isinstance(
+            parked, Exception
+        ):
+            self._keep([partial])
+            self._maybe_bind()
+            return parked
         # A copy: the error stored for `closed` and later calls has no `partial`.
         failure = afresh(parked)
         if partial:
@@ -199,26 +235,30 @@ class SocketReader(io.BufferedIOBase):
         """Read up to `n` bytes, or to EOF when `n` is -1 or None."""
         size = _check_size(n)
         with self._lock:
-            buffer = self._begin()
-            chunks = [self._take_stash()]
-            total = len(chunks[0])
-            try:
-                while size < 0 or total < size:
-                    want = READ_BUFFER_SIZE if size < 0 else min(size - total, _MAX_READ_CHUNK)
-                    data = buffer.read1(want)
-                    if not data:
-                        break
-                    chunks.append(data)
-                    total += len(data)
-            except BaseException:
-                self._keep(chunks)
-                raise
-            if self._connection._parked is not None:
-                raise self._failure(b"".join(chunks))
-            if size >= 0 and total > size:
-                self._keep([b"".join(chunks)[size:]])
-                chunks = [b"".join(chunks)[:size]]
-            return self._done(b"".join(chunks))
+            return self._read_locked(size)
+
+    def _read_locked(self, size: int) -> bytes:
+        """`read`'s body; the caller holds ``_lock``."""
+        buffer = self._begin()
+        chunks = [self._take_stash()]
+        total = len(chunks[0])
+        try:
+            while size < 0 or total < size:
+                want = READ_BUFFER_SIZE if size < 0 else min(size - total, _MAX_READ_CHUNK)
+                data = buffer.read1(want)
+                if not data:
+                    break
+                chunks.append(data)
+                total += len(data)
+        except BaseException:
+            self._keep(chunks)
+            raise
+        if self._connection._parked is not None:
+            raise self._failure(b"".join(chunks))
+        if size >= 0 and total > size:
+            self._keep([b"".join(chunks)[size:]])
+            chunks = [b"".join(chunks)[:size]]
+        return self._done(b"".join(chunks))
 
     def read1(self, n: int = -1) -> bytes:
         """Read up to `n` bytes with at most one call to the socket."""
@@ -240,7 +280,7 @@ class SocketReader(io.BufferedIOBase):
         """Fill `b` as far as the data goes before EOF; return the count."""
         with self._lock:
             buffer = self._buffer  # Once: close() in another thread may drop it.
-            if self._fast and buffer is not None:
+            if buffer is not None and (self._fast or self._timed()):
                 count = buffer.readinto(b)
                 if self._connection._parked is not None:
                     raise self._failure(_head(b, count))
@@ -251,7 +291,7 @@ class SocketReader(io.BufferedIOBase):
         """Like `readinto`, with at most one call to the socket."""
         with self._lock:
             buffer = self._buffer  # Once: close() in another thread may drop it.
-            if self._fast and buffer is not None:
+            if buffer is not None and (self._fast or self._timed()):
                 count = buffer.readinto1(b)
                 if self._connection._parked is not None:
                     raise self._failure(_head(b, count))
@@ -275,13 +315,13 @@ class SocketReader(io.BufferedIOBase):
         """Read one line, including its ``\\n``; at most `limit` bytes if `limit` >= 0."""
         with self._lock:
             buffer = self._buffer  # Once: close() in another thread may drop it.
-            if self._fast and buffer is not None:
+            if buffer is not None and (self._fast or self._timed()):
                 line = buffer.readline(limit)
                 if self._connection._parked is not None:
                     raise self._failure(line)
                 return line
-        size = _check_size(limit)
-        return self._read_through(b"\n", size, None)
+            size = _check_size(limit)
+            return self._read_through(b"\n", size, None)
 
     def readexactly(self, n: int) -> bytes:
         """Read exactly `n` bytes.
@@ -294,7 +334,14 @@ class SocketReader(io.BufferedIOBase):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
         if n < 0:
             raise ValueError(f"n must be >= 0, not {n}")
-        data = self.read(n)
+        with self._lock:
+            buffer = self._buffer  # Once: close() in another thread may drop it.
+            if buffer is not None and n <= _MAX_READ_CHUNK and (self._fast or self._timed()):
+                data = buffer.read(n)  # C: allocates n bytes, hence the bound on n.
+                if self._connection._parked is not None:
+                    raise self._failure(data)
+            else:
+                data = self._read_locked(_check_size(n))
         if len(data) < n:
             raise IncompleteReadError(data, n)
         return data
@@ -314,35 +361,49 @@ class SocketReader(io.BufferedIOBase):
             raise TypeError(f"limit must be an int, not {type(limit).__name__}")
         if limit < len(sep):
             raise ValueError("limit must be at least the length of sep")
-        return self._read_through(bytes(sep), -1, limit)
-
-    def _read_through(self, separator: bytes, size: int, limit: Optional[int]) -> bytes:
-        """Consume through `separator`; see `readline` and `readuntil` for the rules."""
+        separator = bytes(sep)
         with self._lock:
-            buffer = self._begin()
-            gathered = bytearray(self._take_stash())
-            try:
-                found = _gather(buffer, gathered, separator, size, limit)
-            except BaseException:
+            buffer = self._buffer  # Once: close() in another thread may drop it.
+            if buffer is not None and (self._fast or self._timed()):
+                # The separator already buffered within the limit: two C calls.
+                data = buffer.peek()
+                end = data.find(separator)
+                if 0 <= end <= limit:
+                    return buffer.read(end + len(separator))
+                if not data and self._connection._parked is not None:
+                    raise self._failure(b"")
+                # The peek's wait counts against this call's deadline: keep it armed.
+                return self._read_through(separator, -1, limit, fresh=False)
+            return self._read_through(separator, -1, limit)
+
+    def _read_through(
+        self, separator: bytes, size: int, limit: Optional[int], fresh: bool = True
+    ) -> bytes:
+        """Consume through `separator`; see `readline` and `readuntil`. Holds ``_lock``."""
+        buffer = self._begin(fresh)
+        gathered = bytearray(self._take_stash())
+        try:
+            found = _gather(buffer, gathered, separator, size, limit)
+        except BaseException:
+            self._keep([bytes(gathered)])
+            raise
+        if found < 0 and self._connection._parked is not None:
+            raise self._failure(bytes(gathered))
+        if limit is not None:
+            if (found < 0 and len(gathered) >= limit + len(separator)) or (
+                found - len(separator) > limit
+            ):
                 self._keep([bytes(gathered)])
-                raise
-            if found < 0 and self._connection._parked is not None:
-                raise self._failure(bytes(gathered))
-            if limit is not None:
-                if (found < 0 and len(gathered) >= limit + len(separator)) or (
-                    found - len(separator) > limit
-                ):
-                    self._keep([bytes(gathered)])
-                    raise LimitOverrunError(
-                        f"separator not found within the limit of {limit} bytes", len(gathered)
-                    )
-                if found < 0:
-                    raise IncompleteReadError(bytes(gathered), len(gathered) + len(separator))
-            cut = found if found >= 0 else len(gathered)
-            if size >= 0:
-                cut = min(cut, size)
-            self._keep([bytes(gathered[cut:])])
-            return self._done(bytes(gathered[:cut]))
+                raise LimitOverrunError(
+                    f"separator not found within the limit of {limit} bytes", len(gathered)
+                )
+            if found < 0:
+                raise IncompleteReadError(bytes(gathered), len(gathered) + len(separator))
+        cut = found if found >= 0 else len(gathered)
+        if size >= 0:
+            cut = min(cut, size)
+        self._keep([bytes(gathered[cut:])])
+        return self._done(bytes(gathered[:cut]))
 
     def __iter__(self) -> SocketReader:
         if self._is_closed:
@@ -521,6 +582,15 @@ def _check_size(size: Any) -> int:
     if not isinstance(size, int):
         raise TypeError(f"size must be an int or None, not {type(size).__name__}")
     return int(size) if size >= 0 else -1
+
+
+def _bind(raw: _RawSocket, connection: Connection, untimed: bool) -> None:
+    """Bind the raw layer's ``readinto`` straight to the socket when no deadline applies."""
+    if untimed:
+        if "readinto" not in raw.__dict__:
+            raw.readinto = connection.recv_into  # type: ignore[method-assign]
+    else:
+        raw.__dict__.pop("readinto", None)
 
 
 def _head(b: Any, count: int) -> bytes:

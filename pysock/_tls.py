@@ -506,12 +506,12 @@ class TlsConnection(Connection):
                     self._receive_ciphertext(deadline)
         except ssl.SSLError as exc:
             return self.park(self._failed_by(exc), exc)
-        except TimeoutError:
-            raise  # SocketTimeout: the data stays where it was; the socket is still usable.
-        except PysockError as exc:
+        except PysockError as exc:  # A timeout too: the reader keeps what it gathered.
             return self.park(exc)
         except OSError as exc:
             return self.park(self._read_failure(exc), exc)
+        except KeyboardInterrupt as exc:  # Ctrl-C inside recv(): see pysock._rawio.
+            return self.park(exc)
         finally:
             self._reading = False
             if self._release_pending:
