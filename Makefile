@@ -48,7 +48,7 @@ profile-read: install  # where readline() spends its time, without and with a ti
 	$(PY) -m bench.profile_read --timeout 10
 
 soak: install  # 10 minutes of mixed traffic under 16 threads (not part of CI)
-	$(PY) -m tests.reliability.soak
+	$(PY) -m tests.soak
 
 clean:
 	rm -rf $(VENV) .venv-3.* build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -20,6 +20,8 @@ from .peers.tcp import Blackhole, Server
 
 TIMEOUT = 10
 
+pytestmark = pytest.mark.process
+
 
 def selector_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "pysock-selector"]

@@ -1,4 +1,4 @@
-"""Child programs for `test_signals`: each scenario runs in an interpreter of its own.
+"""Child programs for the process tests: each scenario runs in an interpreter of its own.
 
 Run from the repository root as
 ``python -m tests.peers.child_scripts SCENARIO ARGS...``. A scenario
@@ -26,10 +26,12 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 
 from ..helpers import reap, recv_exactly, reset, sync_loop
@@ -489,6 +491,63 @@ SCENARIOS: Final[dict[str, Callable[..., None]]] = {
     "exit_peer_reset": exit_peer_reset,
     "fork_exit_normally": fork_exit_normally,
 }
+
+
+# -- the parent's side: run a scenario, collect its report ---------------------------
+
+ROOT: Final = Path(__file__).resolve().parents[2]
+# Generous: a child runs for about a second, on a shared, loaded machine. Below
+# pytest-timeout's 60 s, so that a hung child is killed and reported here.
+CHILD_TIMEOUT: Final = 40.0
+# The timeouts a scenario runs with: none (blocking, the C fast path) and one no
+# call reaches.
+TIMEOUTS: Final = [None, 5.0]
+
+
+class ChildRun:
+    """What a child interpreter reported, printed on stderr, and how it ended."""
+
+    def __init__(
+        self, report: Report, stderr: str, returncode: Optional[int], ended: float
+    ) -> None:
+        self.report = report
+        self.stderr = stderr
+        self.returncode = returncode  # None: it hung and was killed.
+        self.ended = ended  # time.monotonic() when its pipes closed and it was reaped.
+
+    def exit_duration(self) -> float:
+        """Seconds from the child's main thread returning to the process being gone."""
+        return self.ended - float(self.report["main_returned_at"])
+
+
+def run_child(*args: str, hang_after: float = CHILD_TIMEOUT) -> ChildRun:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for name in ("PYTHONWARNINGS", "PYTHONDEVMODE"):  # The user's default: no -W, no -X dev.
+        env.pop(name, None)
+    command = [sys.executable, "-m", "tests.peers.child_scripts", *args]
+    with subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        returncode: Optional[int]
+        try:
+            stdout, stderr = process.communicate(timeout=hang_after)
+            returncode = process.returncode
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate(timeout=CHILD_TIMEOUT)
+            returncode = None
+        except BaseException:  # pytest-timeout's failure: Popen's exit would wait forever.
+            process.kill()
+            raise
+        ended = time.monotonic()
+    report: Report = {}
+    for line in stdout.decode().splitlines():
+        report.update(json.loads(line))
+    return ChildRun(report, stderr.decode(errors="replace"), returncode, ended)
+
+
+def timeout_id(timeout: Optional[float]) -> str:
+    return f"timeout={timeout}"
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ import pytest
 
 from pysock import BrokenSocketError, Socket, SocketClosedError, connect
 
-from ..helpers import sync_loop
-from ..peers.load import ROOT, PeerProcess
-from ..peers.tcp import Server
+from .helpers import sync_loop
+from .peers.load import ROOT, PeerProcess
+from .peers.tcp import Server
 
 # A blocking call on a shared 2-core machine where other suites run too: generous.
 TIMEOUT: Final = 60.0
@@ -47,6 +47,8 @@ IDLE_SOCKETS: Final = 10_000
 IDLE_BATCH: Final = 500  # Connects between waits: keeps the peer's accept queue short.
 SPARE_FDS: Final = 200  # Descriptors for pytest, the loop and the peer's pipes.
 RESET_BOUND: Final = 5.0  # Promised: every `closed` done within 5 s of the reset.
+
+pytestmark = pytest.mark.load
 
 
 def _memory_mib(field: str = "VmHWM") -> float:
@@ -331,7 +333,7 @@ def test_close_during_a_read_never_leaves_the_peer_blocked(
 
 @pytest.mark.timeout(400)
 def test_a_short_soak_reconciles() -> None:
-    command = [sys.executable, "-m", "tests.reliability.soak", "--seconds", "10", "--threads", "4"]
+    command = [sys.executable, "-m", "tests.soak", "--seconds", "10", "--threads", "4"]
     run = subprocess.run(command, cwd=str(ROOT), capture_output=True, timeout=300)
     output = run.stdout.decode(errors="replace") + run.stderr.decode(errors="replace")
     assert run.returncode == 0, output[-8000:]

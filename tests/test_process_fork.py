@@ -1,14 +1,10 @@
-"""Processes and signals: Ctrl-C, fork() and interpreter exit (docs/reliability.md).
+"""os.fork() while the parent's sockets and its loop are busy (docs/reliability.md,
+"Processes and signals").
 
-Ctrl-C and exit run in child interpreters (`tests.peers.child_scripts`), which measure
-their own timings with `time.monotonic()`; the parent only collects the
-reports, with generous timeouts, and kills a child that outlives them. The
-fork tests fork this very process with `os.fork()` while its threads stream
+These tests fork this very process with `os.fork()` while its threads stream
 data through pysock sockets, and the child leaves with `os._exit()`.
-
-tests/test_process.py already covers an interrupt in the pytest process and a
-fork with one idle socket; these tests add the child-process measurements, the
-state each case leaves behind, a busy parent at fork time, and the exit paths.
+tests/test_process.py covers a fork with one idle socket; these add a busy
+parent at fork time and the state each socket is left in, on both sides.
 """
 
 from __future__ import annotations
@@ -18,192 +14,21 @@ import gc
 import json
 import os
 import select
-import subprocess
-import sys
 import threading
 import time
 import warnings
-from pathlib import Path
 from typing import Any, Callable, Final, Optional
 
 import pytest
 
 from pysock import Socket, connect
 
-from ..helpers import reap, recv_exactly, sync_loop, wait_for
-from ..peers import child_scripts as child
-from ..peers.child_scripts import BIG_WRITE, CONNECTING_OPS, READ_OPS, SUFFIX, Report, wait_blocked
-from ..peers.tcp import PEER_TIMEOUT, Blackhole, Server, echo
+from .helpers import reap, recv_exactly, sync_loop, wait_for
+from .peers import child_scripts as child
+from .peers.child_scripts import CHILD_TIMEOUT, Report, timeout_id, wait_blocked
+from .peers.tcp import PEER_TIMEOUT, Blackhole, Server, echo
 
-ROOT: Final = Path(__file__).resolve().parents[2]
-# Generous: a child runs for about a second, on a shared, loaded machine. Below
-# pytest-timeout's 60 s, so that a hung child is killed and reported here.
-CHILD_TIMEOUT: Final = 40.0
-# The bounds docs/reliability.md promises, measured in the child: Ctrl-C stops a
-# blocking call before a person at the terminal presses it again, and exit never
-# waits on pysock's thread.
-INTERRUPT_BOUND: Final = 0.5
-EXIT_BOUND: Final = 1.0
-# How long a child may keep running after its main thread returned before the
-# test calls it hung and kills it (well past EXIT_BOUND, so a slow exit still
-# reports its real duration).
-HANG_AFTER: Final = 5.0
-TIMEOUTS: Final = [None, 5.0]
-
-
-class KnownBug(AssertionError):
-    """The symptom of a reported pysock bug. The xfail marks expect exactly this
-    (``raises=KnownBug``), so any other failure of those tests still fails."""
-
-
-def known_bug(symptom: bool, message: str) -> None:
-    if symptom:
-        raise KnownBug(message)
-
-
-class ChildRun:
-    """What a child interpreter reported, printed on stderr, and how it ended."""
-
-    def __init__(
-        self, report: Report, stderr: str, returncode: Optional[int], ended: float
-    ) -> None:
-        self.report = report
-        self.stderr = stderr
-        self.returncode = returncode  # None: it hung and was killed.
-        self.ended = ended  # time.monotonic() when its pipes closed and it was reaped.
-
-    def exit_duration(self) -> float:
-        """Seconds from the child's main thread returning to the process being gone."""
-        return self.ended - float(self.report["main_returned_at"])
-
-
-def run_child(*args: str, hang_after: float = CHILD_TIMEOUT) -> ChildRun:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    for name in ("PYTHONWARNINGS", "PYTHONDEVMODE"):  # The user's default: no -W, no -X dev.
-        env.pop(name, None)
-    command = [sys.executable, "-m", "tests.peers.child_scripts", *args]
-    with subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as process:
-        returncode: Optional[int]
-        try:
-            stdout, stderr = process.communicate(timeout=hang_after)
-            returncode = process.returncode
-        except subprocess.TimeoutExpired:
-            process.kill()
-            stdout, stderr = process.communicate(timeout=CHILD_TIMEOUT)
-            returncode = None
-        except BaseException:  # pytest-timeout's failure: Popen's exit would wait forever.
-            process.kill()
-            raise
-        ended = time.monotonic()
-    report: Report = {}
-    for line in stdout.decode().splitlines():
-        report.update(json.loads(line))
-    return ChildRun(report, stderr.decode(errors="replace"), returncode, ended)
-
-
-def timeout_id(timeout: Optional[float]) -> str:
-    return f"timeout={timeout}"
-
-
-# -- Ctrl-C during a blocking call in the main thread: promptly interrupted --------------
-
-
-@functools.cache
-def interrupt_run(op: str, timeout: Optional[float]) -> ChildRun:
-    run = run_child("interrupt", op, str(timeout))
-    assert run.returncode == 0 and not run.stderr, (run.returncode, run.stderr)
-    return run
-
-
-@pytest.mark.parametrize("timeout", TIMEOUTS, ids=timeout_id)
-@pytest.mark.parametrize("op", [*READ_OPS, "write", *CONNECTING_OPS])
-def test_ctrl_c_interrupts_a_blocking_call_within_half_a_second(
-    op: str, timeout: Optional[float]
-) -> None:
-    report = interrupt_run(op, timeout).report
-    assert report["outcome"] == "KeyboardInterrupt"
-    assert report["delay"] < INTERRUPT_BOUND
-
-
-@pytest.mark.parametrize("timeout", TIMEOUTS, ids=timeout_id)
-@pytest.mark.parametrize("op", READ_OPS)
-def test_an_interrupted_read_leaves_the_socket_usable(op: str, timeout: Optional[float]) -> None:
-    report = interrupt_run(op, timeout).report
-    assert report["primed"] == "hello\n", report
-    assert report["closed_done_after_interrupt"] is False, report
-    assert report["peer_got"] == "ping", report  # Writing still works.
-    assert report["closed_result"] == "None", report  # A clean end at the peer's EOF.
-
-
-_LOSES_GATHERED_BYTES: Final = pytest.mark.xfail(
-    raises=KnownBug,
-    strict=True,
-    reason=(
-        "known limit (docs/reliability.md): with timeout=None, "
-        "readline() is io.BufferedReader's C method, which drops the bytes an interrupted "
-        "call had gathered (as socket.makefile() does)"
-    ),
-)
-# The C fast path (timeout=None) serves readline() only among the gathering reads;
-# read(), readexactly() and read() to EOF are pysock's own and keep what an
-# interrupted call gathered, as every read does with a timeout.
-_FAST_PATH_GATHERING_READS: Final = ("readline",)
-
-
-@pytest.mark.parametrize(
-    ("op", "timeout"),
-    [
-        pytest.param(
-            op,
-            timeout,
-            id=f"{op}-{timeout_id(timeout)}",
-            marks=[_LOSES_GATHERED_BYTES]
-            if timeout is None and op in _FAST_PATH_GATHERING_READS
-            else [],
-        )
-        for op in READ_OPS
-        for timeout in TIMEOUTS
-    ],
-)
-def test_an_interrupted_read_loses_no_data(op: str, timeout: Optional[float]) -> None:
-    """Bytes gathered before the interrupt and bytes sent after it are all read, in order."""
-    report = interrupt_run(op, timeout).report
-    known_bug(
-        report["got"] == SUFFIX.decode() and report["expected"] != report["got"],
-        f"the gathered bytes were lost: {report}",
-    )
-    assert report["got"] == report["expected"]
-    assert report["retry_error"] is None
-
-
-@pytest.mark.parametrize("timeout", TIMEOUTS, ids=timeout_id)
-def test_an_interrupted_write_breaks_the_socket(timeout: Optional[float]) -> None:
-    report = interrupt_run("write", timeout).report
-    assert report["closed_error"] == "BrokenSocketError"
-    assert report["closed_error_is_connection_error"]
-    assert report["later_write"] == "BrokenSocketError"
-    assert report["later_read"] == "BrokenSocketError"
-    # The connection really ended: the peer reads what was sent, then EOF.
-    assert report["peer_end"] == "eof"
-    assert 0 < report["peer_received"] < BIG_WRITE
-    assert report["close"] is None
-
-
-@pytest.mark.parametrize("timeout", TIMEOUTS, ids=timeout_id)
-@pytest.mark.parametrize("op", CONNECTING_OPS)
-def test_an_interrupted_open_leaves_the_socket_connecting(
-    op: str, timeout: Optional[float]
-) -> None:
-    report = interrupt_run(op, timeout).report
-    assert report["state_after_interrupt"].endswith(" off connecting>")
-    assert report["opened_done_after_interrupt"] is False
-    # ...and it closes cleanly: opened fails as "closed while connecting", closed is None.
-    assert report["close"] is None
-    assert report["opened_error"] == "SocketClosedError"
-    assert report["closed_result"] == "None"
-    assert report["leaked_fds"] == []
+pytestmark = pytest.mark.process
 
 
 # -- os.fork() while the parent's sockets and its loop are busy --------------------------
@@ -534,63 +359,3 @@ def test_fork_leaves_the_parents_sockets_working(timeout: Optional[float]) -> No
     assert observed["blocked_read"] == ["late data"]
     assert observed["idle_echo"] == "idle after the child\n"
     assert observed["connecting_state"].endswith(" connecting>")
-
-
-# -- interpreter exit (the selector thread stops at exit, never holding it) --------------
-
-
-@pytest.mark.parametrize("timeout", TIMEOUTS, ids=timeout_id)
-@pytest.mark.parametrize("op", ["read", "write", "opened"])
-def test_exit_with_a_daemon_thread_blocked_is_quick_and_quiet(
-    op: str, timeout: Optional[float]
-) -> None:
-    run = run_child("exit_blocked", op, "daemon", str(timeout))
-    assert run.returncode == 0
-    assert run.stderr == ""
-    assert run.exit_duration() < EXIT_BOUND
-
-
-def test_exit_with_a_non_daemon_thread_blocked_in_a_read() -> None:
-    """Documented behaviour (docs/reliability.md, known limits), as with a stdlib socket:
-    Python joins non-daemon threads before any atexit hook, and pysock does not close
-    sockets a running thread may still be waiting on, so the process stays alive."""
-    run = run_child("exit_blocked", "read", "nondaemon", "None", hang_after=HANG_AFTER)
-    assert run.returncode is None, "the interpreter exited under a running non-daemon reader"
-    assert "main_returned_at" in run.report  # The main thread did return.
-
-
-@pytest.mark.parametrize("state", ["open", "connecting", "peer_closed", "closed_by_late_atexit"])
-def test_exit_with_an_unused_socket_is_quick_and_quiet(state: str) -> None:
-    """Also after pysock's atexit handler stopped the selector thread: the finalizer
-    of a socket still in the hang-up set, or a close() from a later atexit handler."""
-    run = run_child("exit_idle", state)
-    assert run.returncode == 0
-    assert run.stderr == ""
-    assert run.report.get("late_close") is None
-    assert run.exit_duration() < EXIT_BOUND
-
-
-@pytest.mark.parametrize("reader", ["none", "daemon"])
-@pytest.mark.parametrize("when", ["atexit", "after_loop_stopped"])
-def test_a_peer_reset_during_shutdown_prints_nothing(when: str, reader: str) -> None:
-    run = run_child("exit_peer_reset", when, reader)
-    assert run.returncode == 0
-    assert run.stderr == ""
-    if when == "atexit":  # The selector thread still runs: it sees the reset.
-        assert run.report["closed_during_shutdown"].startswith("BrokenSocketError(")
-
-
-def test_a_forked_child_exiting_through_the_interpreter_shutdown() -> None:
-    """The child runs atexit and the finalizer over its inherited sockets; the parent's live."""
-    run = run_child("fork_exit_normally")
-    assert run.returncode == 0
-    assert run.stderr == ""
-    assert run.report["child"] == {
-        "inherited_read": "SocketClosedError",
-        "inherited_write": "SocketClosedError",
-        "fresh_echo": "child\n",
-    }
-    assert run.report["child_status"] == 0
-    assert run.report["busy_closed_done"] is False and run.report["idle_closed_done"] is False
-    assert run.report["busy_echo"] == "busy after the child\n"
-    assert run.report["idle_echo"] == "idle after the child\n"

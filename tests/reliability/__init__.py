@@ -1,1 +1,0 @@
-"""Faults, load, signals, hostile input and security (docs/reliability.md; run by make test)."""
