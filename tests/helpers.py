@@ -2,7 +2,7 @@
 
 Socket helpers for peers (stdlib sockets: each call is bounded by the socket's
 own timeout), bounded waits, and checks of what a call raised. The child
-processes (tests/peers/child_scripts.py, tests/peers/load.py) import this
+processes (tests/peers/child_scripts/, tests/peers/load/) import this
 module before pysock, since a scenario may need its `atexit` handler
 registered first: nothing here imports pysock or pytest at import time.
 """

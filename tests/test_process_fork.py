@@ -225,7 +225,7 @@ def _in_child(parent: BusyParent) -> Report:  # pragma: no cover - runs in the c
         1 for t in threading.enumerate() if t.name == "pysock-selector"
     )
     report["close_inherited"] = {
-        name: child._error_of(sockets[name].close) for name in ("streaming", "blocked_writer")
+        name: child.error_of(sockets[name].close) for name in ("streaming", "blocked_writer")
     }
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

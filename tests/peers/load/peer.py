@@ -1,28 +1,4 @@
-"""Peers for the load test and the soak: stdlib servers in a separate process.
-
-The peer runs in its own process (``python -m tests.peers.load
-MODE LIFETIME [ARGS]``) so that the client under test has its GIL to itself.
-The parent talks to it through the child's stdin and stdout, one JSON object
-per line: the peer first prints ``{"ports": {...}}``, then answers each
-request (``{"op": "stats"}``, ``{"op": "reset"}``, ``{"op": "stop"}``). The
-peer exits at ``stop``, when its stdin reaches EOF (the parent died) or when
-its lifetime runs out, so a crashed test leaves nothing behind.
-
-Modes:
-
-* ``echo``: one selector thread echoes every connection until its EOF, then
-  closes it. It never blocks: what it cannot send yet waits in memory (at
-  most `PENDING_CAP` per connection, then it stops reading that connection),
-  so a client that writes a chunk before reading it back never deadlocks.
-  ``reset`` closes every open connection with SO_LINGER (1, 0), an RST each.
-  Used for the 1,000 busy sockets and the 10,000 idle ones.
-* ``soak``: three listeners (``off``: plain TCP, ``on``: TLS from the first
-  byte, ``starttls``: the line ``STARTTLS`` answered by ``GO`` before the
-  handshake) and a thread per connection obeying one header line (`Header`).
-
-Both sides of the soak make the same byte stream from an offset
-(`pattern_chunks`), so a download is checked without sending its checksum.
-"""
+"""The peer process: its modes (``echo``, ``soak``) and its entry point, `main`."""
 
 from __future__ import annotations
 
@@ -30,133 +6,25 @@ import collections
 import contextlib
 import json
 import os
-import random
 import resource
-import select
 import selectors
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
 import traceback
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Callable, Final, Iterator, Optional
+from typing import Any, Callable, Final
 
-from ..helpers import reset
+from ...helpers import reset
+from .protocol import HOST, STALL_TIMEOUT, Header, pattern_chunks
 
-__all__ = ["HOST", "Header", "PeerProcess", "pattern_chunks", "raise_fd_limit"]
-
-MODULE: Final = "tests.peers.load"
-ROOT: Final = Path(__file__).resolve().parents[2]
-HOST: Final = "127.0.0.1"
 # Beyond this much unsent echo a connection is not read until the client reads.
 PENDING_CAP: Final = 1024 * 1024
 # One recv of the echo peer: large enough for bulk transfers on loopback.
 RECV_SIZE: Final = 256 * 1024
 # Blocking calls of the soak peer: generous for a loaded 2-core machine.
 SOAK_PEER_TIMEOUT: Final = 60.0
-# A send still blocked this long after the client began closing is reported as stalled.
-STALL_TIMEOUT: Final = 20.0
-
-# -- the byte pattern both sides of the soak produce -------------------------------------
-
-PATTERN_CHUNK: Final = 64 * 1024
-# A random block whose length is not a power of two, so that chunk boundaries
-# drift across it and a shifted stream never lines up with the original.
-_PERIOD: Final = 1024 * 1024 + 4099
-_BASE: Final = random.Random(20261127).randbytes(_PERIOD + PATTERN_CHUNK)
-_BASE_VIEW: Final = memoryview(_BASE)
-
-
-def pattern_chunks(offset: int, size: int, chunk: int = PATTERN_CHUNK) -> Iterator[memoryview]:
-    """The stream of `size` bytes starting at `offset` of the pattern, in chunks <= `chunk`."""
-    chunk = max(1, min(chunk, PATTERN_CHUNK))
-    position = offset % _PERIOD
-    remaining = size
-    while remaining > 0:
-        n = min(chunk, remaining)
-        yield _BASE_VIEW[position : position + n]
-        position = (position + n) % _PERIOD
-        remaining -= n
-
-
-# -- the parent's side ------------------------------------------------------------------
-
-
-class PeerProcess:
-    """A running peer process, as the parent sees it (a context manager)."""
-
-    def __init__(self, mode: str, lifetime: float, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", MODULE, mode, str(lifetime), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=str(ROOT),
-        )
-        self.stopped: Optional[dict[str, Any]] = None
-        try:
-            self.ports: dict[str, int] = self.receive(60.0)["ports"]
-        except BaseException:
-            self.close()
-            raise
-
-    def address(self, name: str = "echo") -> str:
-        return f"{HOST}:{self.ports[name]}"
-
-    def send(self, message: dict[str, Any]) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(message).encode() + b"\n")
-        self.process.stdin.flush()
-
-    def receive(self, timeout: float) -> dict[str, Any]:
-        """The peer's next message; `TimeoutError` if none comes within `timeout`."""
-        stdout = self.process.stdout
-        assert stdout is not None
-        ready, _, _ = select.select([stdout], [], [], timeout)
-        if not ready:
-            raise TimeoutError(f"the peer sent nothing within {timeout} s")
-        line = stdout.readline()
-        if not line:
-            raise EOFError(f"the peer exited (status {self.process.poll()})")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def request(self, op: str, timeout: float = 60.0) -> dict[str, Any]:
-        self.send({"op": op})
-        return self.receive(timeout)
-
-    def stop(self, timeout: float = 60.0) -> dict[str, Any]:
-        """Ask the peer to stop; return its final statistics."""
-        if self.stopped is None:
-            self.stopped = self.request("stop", timeout)
-        return self.stopped
-
-    def close(self) -> None:
-        """Stop the process whatever its state, and release its pipes."""
-        with contextlib.suppress(OSError, ValueError):
-            if self.process.stdin is not None:
-                self.process.stdin.close()  # EOF: a live peer exits.
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(30)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def __enter__(self) -> PeerProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        traceback: Optional[TracebackType],
-    ) -> None:
-        self.close()
 
 
 def raise_fd_limit() -> int:
@@ -318,23 +186,6 @@ class EchoPeer:
 
 
 # -- mode "soak": a thread per connection ---------------------------------------------------
-
-
-class Header:
-    """The soak's request line: ``OP SIZE OFFSET``.
-
-    ``ECHO``: echo until EOF, then close cleanly. ``SEND``: send SIZE pattern
-    bytes from OFFSET, then close cleanly. ``SENDX``: the same, but the client
-    closes before the end (errors expected). ``SINK``: read until EOF or an
-    error (the client closes while writing). ``RSTS``: send SIZE bytes, then
-    reset. ``RSTR``: receive SIZE bytes, then reset.
-    """
-
-    OPS: Final = ("ECHO", "SEND", "SENDX", "SINK", "RSTS", "RSTR")
-
-    @staticmethod
-    def encode(op: str, size: int = 0, offset: int = 0) -> bytes:
-        return f"{op} {size} {offset}\n".encode()
 
 
 class SoakPeer:
@@ -500,7 +351,3 @@ def main(argv: list[str]) -> None:
     MODES[mode](*args)
     sys.stdout.flush()
     os._exit(0)  # Daemon threads may sit in blocking calls: leave without waiting.
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
