@@ -7,8 +7,8 @@ The reader's buffering is `io.BufferedReader`'s own C code over a tiny raw
 object whose ``readinto`` is `Connection.recv_into`. Created on the first
 read (an idle socket owns no read buffer), it then serves ``readline``,
 ``readinto``, ``readinto1``, ``readexactly`` and iteration as one C call
-each, with or without a timeout (``_fast``, ``_fast_timed``); ``readuntil``
-is two (``peek`` and ``read``) when its separator is already buffered.
+each, with or without a timeout (``_fast``, ``_fast_timed``), and so is
+``readuntil`` of a separator that ends in its only ``b"\n"`` (CRLF, LF).
 
 Every call holds ``_lock``, also around a single C call. `io.BufferedReader`
 is not safe for concurrent readers: its C methods look at the buffer before
@@ -353,26 +353,28 @@ class SocketReader(io.BufferedIOBase):
             IncompleteReadError: EOF came before `sep`; ``.partial`` holds the bytes.
             ValueError: `limit` bytes arrived without `sep`; they stay unread.
         """
-        if not isinstance(sep, (bytes, bytearray)):
-            raise TypeError(f"sep must be bytes, not {type(sep).__name__}")
-        if not sep:
-            raise ValueError("sep must not be empty")
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise TypeError(f"limit must be an int, not {type(limit).__name__}")
-        if limit < len(sep):
-            raise ValueError("limit must be at least the length of sep")
-        separator = bytes(sep)
+        if type(sep) is bytes and type(limit) is int and 0 < len(sep) <= limit:
+            separator = sep  # The usual call: checked in two type tests.
+        else:
+            separator = _check_separator(sep, limit)
         with self._lock:
             buffer = self._buffer  # Once: close() in another thread may drop it.
-            if buffer is not None and (self._fast or self._timed()):
-                # The separator already buffered within the limit: two C calls.
-                data = buffer.peek()
-                end = data.find(separator)
-                if 0 <= end <= limit:
-                    return buffer.read(end + len(separator))
-                if not data and self._connection._parked is not None:
-                    raise self._failure(b"")
-                # The peek's wait counts against this call's deadline: keep it armed.
+            if (
+                buffer is not None
+                and (separator in _LINE_ENDS or separator.find(b"\n") == len(separator) - 1)
+                and (self._fast or self._timed())
+            ):
+                # A separator whose only b"\n" ends it can only end at the stream's
+                # next b"\n": C readline() finds it, within the limit or not.
+                line = buffer.readline(limit + len(separator))
+                if self._connection._parked is not None:
+                    raise self._failure(line)
+                if line.endswith(separator):
+                    return line
+                # Not there (EOF, the limit, or another byte before the b"\n"): the
+                # Python path decides, serving the line first. The call's wait so
+                # far counts against its deadline: keep it armed.
+                self._keep([line])
                 return self._read_through(separator, -1, limit, fresh=False)
             return self._read_through(separator, -1, limit)
 
@@ -582,6 +584,23 @@ def _check_size(size: Any) -> int:
     if not isinstance(size, int):
         raise TypeError(f"size must be an int or None, not {type(size).__name__}")
     return int(size) if size >= 0 else -1
+
+
+# Separators whose only b"\n" ends them, known without a search.
+_LINE_ENDS: Final = frozenset({b"\n", b"\r\n"})
+
+
+def _check_separator(sep: Any, limit: Any) -> bytes:
+    """Check `readuntil`'s arguments; return the separator as bytes."""
+    if not isinstance(sep, (bytes, bytearray)):
+        raise TypeError(f"sep must be bytes, not {type(sep).__name__}")
+    if not sep:
+        raise ValueError("sep must not be empty")
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+    if limit < len(sep):
+        raise ValueError("limit must be at least the length of sep")
+    return bytes(sep)
 
 
 def _bind(raw: _RawSocket, connection: Connection, untimed: bool) -> None:
