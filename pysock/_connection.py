@@ -50,14 +50,14 @@ from ._address import Endpoint
 from ._info import SocketInfo, TLSInfo
 from ._opening import Attempt, Opening, Sockaddr, reset_dns_after_fork
 from ._options import Options
-from ._rawio import ReadDeadline, StreamIO, afresh, was_reset
+from ._rawio import Deadline, StreamIO, afresh, was_reset
 from ._state import TERMINAL, Event, State, next_state
 from .errors import (
     BrokenSocketError,
     SocketClosedError,
 )
 
-__all__ = ["Connection", "ReadDeadline"]
+__all__ = ["Connection", "Deadline"]
 
 _E = TypeVar("_E", bound=BaseException)
 

@@ -111,7 +111,6 @@ class Loop:
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
-        self._epoll: Any = getattr(self._selector, "_selector", None)
         self._hangups: Any = select.epoll() if hasattr(select, "epoll") else None
         self._hangup_targets: dict[int, weakref.ref[Target]] = {}
         # New watches not yet in the kernel's set: fd -> (target, mask).

@@ -48,9 +48,9 @@ if TYPE_CHECKING:
     from ._info import SocketInfo, TLSInfo
     from ._options import Options
 
-__all__ = ["ReadDeadline", "StreamIO", "afresh"]
+__all__ = ["Deadline", "StreamIO", "afresh"]
 
-ReadDeadline = Optional[float]
+Deadline = Optional[float]
 _E = TypeVar("_E", bound=BaseException)
 
 
@@ -90,7 +90,7 @@ class StreamIO:
             self, exc: BaseException, message: Optional[str] = None
         ) -> BrokenSocketError: ...
 
-    def recv_into(self, buffer: Any, deadline: ReadDeadline = None) -> int:
+    def recv_into(self, buffer: Any, deadline: Deadline = None) -> int:
         """Read once into `buffer`; 0 at EOF. The only place reads touch the socket.
 
         A failure other than a timeout is parked, with 0 returned (module docstring).
@@ -125,9 +125,7 @@ class StreamIO:
             if self._release_pending:
                 self._after_call()
 
-    def _recv_into_nonblocking(
-        self, sock: socket.socket, buffer: Any, deadline: ReadDeadline
-    ) -> int:
+    def _recv_into_nonblocking(self, sock: socket.socket, buffer: Any, deadline: Deadline) -> int:
         """One ``recv_into`` bounded by `deadline`: try it, and wait for data on ``EAGAIN``.
 
         On a socket still in blocking mode the wait comes first: there the call
@@ -144,7 +142,7 @@ class StreamIO:
             if not wait_first:
                 self._wait_readable(sock, deadline)
 
-    def _wait_readable(self, sock: socket.socket, deadline: ReadDeadline) -> None:
+    def _wait_readable(self, sock: socket.socket, deadline: Deadline) -> None:
         if self._rpoll is None:
             self._rpoll = _poller(sock, select.POLLIN)
         _wait(self._rpoll, deadline, "read", self.timeout)
@@ -201,14 +199,14 @@ class StreamIO:
             return afresh(self._read_error)
         return self._broken_by(exc)
 
-    def _check_readable(self, deadline: ReadDeadline) -> None:
+    def _check_readable(self, deadline: Deadline) -> None:
         if self.state is State.CONNECTING and not self._inherited:
             self.wait_opened(deadline, "read")
             if self._read_ok:
                 return
         raise afresh(self._read_error or SocketClosedError("the socket is closed"))
 
-    def wait_opened(self, deadline: ReadDeadline, what: str) -> None:
+    def wait_opened(self, deadline: Deadline, what: str) -> None:
         """Block until the connection opens; raise the opening error if it fails."""
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         future = self.opened
@@ -226,7 +224,7 @@ class StreamIO:
         if error is not None:
             raise afresh(error)  # The future keeps the original, and its traceback.
 
-    def send_all(self, data: Any, deadline: ReadDeadline = None) -> None:
+    def send_all(self, data: Any, deadline: Deadline = None) -> None:
         """Hand all of `data` to the kernel. On timeout or interrupt the socket is broken."""
         self._writing = True
         try:
@@ -249,7 +247,7 @@ class StreamIO:
             if self._release_pending:
                 self._after_call()
 
-    def _transmit(self, data: Any, deadline: ReadDeadline) -> None:
+    def _transmit(self, data: Any, deadline: Deadline) -> None:
         sock = self.sock
         assert sock is not None
         if self._blocking:
@@ -273,9 +271,7 @@ class StreamIO:
         )
         return exc
 
-    def _send_all_nonblocking(
-        self, sock: socket.socket, data: Any, deadline: ReadDeadline
-    ) -> None:
+    def _send_all_nonblocking(self, sock: socket.socket, data: Any, deadline: Deadline) -> None:
         with memoryview(data) as view, view.cast("B") as octets:
             total = len(octets)
             sent = 0
@@ -289,14 +285,14 @@ class StreamIO:
                     self._wpoll = _poller(sock, select.POLLOUT)
                 _wait(self._wpoll, deadline, "write", self.timeout)
 
-    def _check_writable(self, deadline: ReadDeadline) -> None:
+    def _check_writable(self, deadline: Deadline) -> None:
         if self.state is State.CONNECTING and not self._inherited:
             self.wait_opened(deadline, "write")
             if self._write_ok:
                 return
         raise afresh(self._write_error or SocketClosedError("the socket is closed"))
 
-    def call_deadline(self) -> ReadDeadline:
+    def call_deadline(self) -> Deadline:
         """The deadline of one blocking call under the current ``timeout``."""
         timeout = self.timeout
         return None if timeout is None else time.monotonic() + timeout
@@ -348,7 +344,7 @@ def _poller(sock: socket.socket, events: int) -> Any:
     return poller
 
 
-def _wait(poller: Any, deadline: ReadDeadline, what: str, timeout: Optional[float]) -> None:
+def _wait(poller: Any, deadline: Deadline, what: str, timeout: Optional[float]) -> None:
     if deadline is None:
         poller.poll()
         return

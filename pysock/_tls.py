@@ -42,6 +42,7 @@ them, and over TLS 1.3 (half-close) they are still the peer's data.
 from __future__ import annotations
 
 import collections
+import enum
 import errno
 import logging
 import os
@@ -53,7 +54,7 @@ from typing import Any, Final, Optional, Sequence
 
 from . import _loop
 from ._address import Endpoint
-from ._connection import Connection, ReadDeadline, hung_up
+from ._connection import Connection, Deadline, hung_up
 from ._info import SocketInfo, TLSInfo, format_sockaddr
 from ._opening import tune
 from ._options import Options
@@ -81,6 +82,14 @@ _log = logging.getLogger("pysock")
 
 _contexts: dict[Optional[tuple[str, ...]], ssl.SSLContext] = {}
 _contexts_lock = threading.Lock()
+
+
+class Records(enum.Enum):
+    """Where the peer's TLS records stand after decrypting all that arrived."""
+
+    MORE = "more may follow"
+    CLOSED = "the peer's close_notify came"
+    FAILED = "the stream failed: the SSL error is in _tls_failure"
 
 
 def default_context(alpn_protocols: Optional[Sequence[str]] = None) -> ssl.SSLContext:
@@ -346,17 +355,18 @@ class TlsConnection(Connection):
             self._rewatch_later()
             return
         try:
-            eof, error = self._drain_idle_socket(sock)
+            records, error = self._drain_idle_socket(sock)
             if error is None:
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 error = OSError(code, os.strerror(code)) if code else None
         except OSError as exc:  # Closed under us by close(): nothing left to report.
-            eof, error = False, exc
+            records, error = Records.MORE, exc
         finally:
             self._sock_rlock.release()
-        if isinstance(eof, BaseException):
-            self._failed_by(eof)
-        elif eof:
+        if records is Records.FAILED:
+            assert self._tls_failure is not None
+            self._failed_by(self._tls_failure)
+        elif records is Records.CLOSED:
             self.on_peer_eof()
             if self.state is State.OPEN:  # allow_half_open: our write side is still open.
                 if error is not None:
@@ -368,12 +378,11 @@ class TlsConnection(Connection):
         else:
             self._rewatch_in_loop()
 
-    def _drain_idle_socket(self, sock: socket.socket) -> tuple[Any, Optional[OSError]]:
+    def _drain_idle_socket(self, sock: socket.socket) -> tuple[Records, Optional[OSError]]:
         """Feed the SSL object what the kernel holds and decrypt it. Holds ``_sock_rlock``.
 
-        Returns ``(eof, error)``: `eof` is True at the peer's close_notify, the
-        SSL error of a TCP EOF without one, or False; `error` is the OSError
-        (a reset) that ended the byte stream, if any.
+        Returns ``(records, error)``: where the records stand (`Records`), and
+        the OSError (a reset) that ended the byte stream, if any.
         """
         error: Optional[OSError] = None
         at_fin = False
@@ -395,39 +404,43 @@ class TlsConnection(Connection):
                 # Every whole record first: a close_notify must be seen before the
                 # EOF is written (see `_end_of_records`).
                 ended = self._decrypt_rest()
-                if ended is not False:
+                if ended is not Records.MORE:
                     return ended, error
                 self._incoming.write_eof()
             return self._decrypt_rest(), error
 
-    def _decrypt_rest(self) -> Any:
+    def _decrypt_rest(self) -> Records:
         """Decrypt every record received into ``_plain``. Caller holds ``_ssl_lock``.
 
-        Returns True at close_notify, False when more records may follow, or the
-        SSL error (a TCP EOF without close_notify).
+        Returns where the records stand; FAILED leaves the SSL error (a TCP EOF
+        without close_notify, a bad record) in ``_tls_failure``.
         """
         if self._tls_eof:
-            return True
+            return Records.CLOSED
         if self._tls_failure is not None:
-            return self._tls_failure
+            return Records.FAILED
         while True:
             try:
                 chunk = self._sslobj.read(_CIPHER_BUFFER_SIZE)
             except ssl.SSLWantReadError:
-                return False
+                return Records.MORE
             except ssl.SSLZeroReturnError:
-                return self._end_of_records() or True
+                return self._records_ended()
             except ssl.SSLError as exc:
                 if self._accepts_as_eof(exc):
                     self._tls_eof = True
-                    return True
+                    return Records.CLOSED
                 self._tls_failure = exc
-                return exc
+                return Records.FAILED
             finally:
                 self._queue_outgoing()
             if not chunk:  # The ssl module reports a received close_notify as b"".
-                return self._end_of_records() or True
+                return self._records_ended()
             self._plain += chunk
+
+    def _records_ended(self) -> Records:
+        """The SSL object says the records ended: CLOSED, or FAILED for a truncation."""
+        return Records.CLOSED if self._end_of_records() is None else Records.FAILED
 
     def _end_of_records(self) -> Optional[ssl.SSLError]:
         """The SSL object says the stream ended: a close_notify, or a TCP EOF passed off as one.
@@ -484,7 +497,7 @@ class TlsConnection(Connection):
 
     # -- reading (caller's thread) ----------------------------------------------------
 
-    def recv_into(self, buffer: Any, deadline: ReadDeadline = None) -> int:
+    def recv_into(self, buffer: Any, deadline: Deadline = None) -> int:
         self._reading = True
         try:
             if not self._read_ok:
@@ -557,7 +570,7 @@ class TlsConnection(Connection):
                     raise failure
             return nbytes
 
-    def _receive_ciphertext(self, deadline: ReadDeadline) -> None:
+    def _receive_ciphertext(self, deadline: Deadline) -> None:
         view = self._cipher_buffer
         if view is None:
             view = self._cipher_buffer = memoryview(bytearray(_CIPHER_BUFFER_SIZE))
@@ -580,7 +593,7 @@ class TlsConnection(Connection):
 
     # -- writing (caller's thread) ----------------------------------------------------
 
-    def _transmit(self, data: Any, deadline: ReadDeadline) -> None:
+    def _transmit(self, data: Any, deadline: Deadline) -> None:
         with memoryview(data) as view, view.cast("B") as octets:
             for start in range(0, len(octets), _WRITE_CHUNK):
                 with self._ssl_lock:
@@ -595,7 +608,7 @@ class TlsConnection(Connection):
         if self._outgoing.pending:
             self._outq.append(self._outgoing.read())
 
-    def _drain(self, deadline: ReadDeadline) -> None:
+    def _drain(self, deadline: Deadline) -> None:
         """A writer sends the queue, blocking as a write may; then what others queued."""
         with self._send_lock:
             self._send_queued(deadline)
@@ -605,7 +618,7 @@ class TlsConnection(Connection):
             finally:
                 self._send_lock.release()
 
-    def _send_queued(self, deadline: ReadDeadline) -> None:
+    def _send_queued(self, deadline: Deadline) -> None:
         """Send every queued record, then close_notify if it waits. Holds ``_send_lock``."""
         sock = self.sock
         assert sock is not None
