@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# First: a free-threaded build running without the GIL is refused (see _gil).
+from . import _gil  # noqa: F401
 from ._address import SocketAddress, UnixAddress
 from ._body import SocketStream
 from ._guard import deny_private
