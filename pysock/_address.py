@@ -87,14 +87,21 @@ def parse_address(address: Any) -> Endpoint:
         TypeError: `address`, its hostname or its port has the wrong type.
         ValueError: a missing, empty or malformed part, or a port outside 1..65535.
     """
-    if type(address) is str:
-        # Programs connect to the same few addresses again and again.
-        return _parse_string(address)
+    # Programs connect to the same few addresses again and again: the usual
+    # forms are checked once each (an Endpoint is immutable).
+    kind = type(address)
+    if kind is str or (
+        kind is tuple
+        and len(address) == 2
+        and type(address[0]) is str
+        and type(address[1]) is int
+    ):
+        return _parse_cached(address)
     return _parse(address)
 
 
 @functools.lru_cache(maxsize=256)
-def _parse_string(address: str) -> Endpoint:
+def _parse_cached(address: Any) -> Endpoint:
     return _parse(address)
 
 
