@@ -253,9 +253,9 @@ class Connection(Opening, StreamIO):
     def on_hangup_in_loop(self) -> None:
         """Hang-up set callback: the peer sent FIN or reset, or an error came."""
         with self._lock:
-            sock = self.sock
-            if not self._hangup_watched or sock is None or not hung_up(sock):
-                return  # A late event for a descriptor that was closed and reused.
+            sock = self.hangup_confirmed()
+            if sock is None:
+                return
             if self._reading and not self._shut_rd:
                 # A reset's error is reported once, to SO_ERROR or to recv(): a
                 # reader inside recv() meets the FIN or reset itself, unless it is
@@ -277,6 +277,18 @@ class Connection(Opening, StreamIO):
             # After our own SHUT_RD (readable.close() waking a reader) epoll
             # reports the same event: only then is a FIN not the peer's.
             self.on_hangup_eof()
+
+    def hangup_confirmed(self) -> Optional[socket.socket]:
+        """The socket, if its hang-up event is real; None for a late one. Holds ``_lock``.
+
+        An event can come late, for a descriptor that was closed and reused
+        meanwhile (see `pysock._loop`): the hang-up is confirmed on our own
+        socket, with a zero-timeout poll, before anything acts on it.
+        """
+        sock = self.sock
+        if not self._hangup_watched or sock is None or not hung_up(sock):
+            return None
+        return sock
 
     def _rewatch_later(self) -> None:
         when = time.monotonic() + _HANGUP_RECHECK
@@ -432,43 +444,45 @@ class Connection(Opening, StreamIO):
     def opened(self) -> concurrent.futures.Future[SocketInfo]:
         future = self._opened_future
         if future is None:
-            with self._lock:
-                future = self._opened_future
-                if future is None:
-                    future = self._opened_future = concurrent.futures.Future()
-                    if self._opened_outcome is not None:
-                        _finish(future, *self._opened_outcome)
+            future = self._created_future("_opened_future", "_opened_outcome")
         return future
 
     @property
     def closed(self) -> concurrent.futures.Future[None]:
         future = self._closed_future
         if future is None:
-            with self._lock:
-                future = self._closed_future
-                if future is None:
-                    future = self._closed_future = concurrent.futures.Future()
-                    if self._closed_outcome is not None:
-                        _finish(future, *self._closed_outcome)
+            future = self._created_future("_closed_future", "_closed_outcome")
+        return future
+
+    def _created_future(self, future_slot: str, outcome_slot: str) -> Any:
+        """Create the future in `future_slot` on first use, completed with the outcome so far."""
+        with self._lock:
+            future = getattr(self, future_slot)
+            if future is None:
+                future = concurrent.futures.Future()
+                setattr(self, future_slot, future)
+                outcome = getattr(self, outcome_slot)
+                if outcome is not None:
+                    _finish(future, *outcome)
         return future
 
     def _complete_opened(self, info: Optional[SocketInfo], error: Optional[BaseException]) -> None:
-        with self._lock:
-            if self._opened_outcome is not None:
-                return
-            self._opened_outcome = (info, error)
-            future = self._opened_future
-        if future is not None:
-            _finish(future, info, error)
+        self._complete("_opened_future", "_opened_outcome", info, error)
 
     def _complete_closed(self, error: Optional[BaseException]) -> None:
+        self._complete("_closed_future", "_closed_outcome", None, error)
+
+    def _complete(
+        self, future_slot: str, outcome_slot: str, result: Any, error: Optional[BaseException]
+    ) -> None:
+        """Record the first outcome; complete the future if it exists (outside the lock)."""
         with self._lock:
-            if self._closed_outcome is not None:
+            if getattr(self, outcome_slot) is not None:
                 return
-            self._closed_outcome = (None, error)
-            future = self._closed_future
+            setattr(self, outcome_slot, (result, error))
+            future = getattr(self, future_slot)
         if future is not None:
-            _finish(future, None, error)
+            _finish(future, result, error)
 
     def take_over(self) -> socket.socket:
         """`start_tls()`: hand the stdlib socket to a new connection; this one is UPGRADED.

@@ -54,7 +54,7 @@ from typing import Any, Final, Optional, Sequence
 
 from . import _loop
 from ._address import Endpoint
-from ._connection import Connection, Deadline, hung_up
+from ._connection import Connection, Deadline
 from ._info import SocketInfo, TLSInfo, format_sockaddr
 from ._opening import tune
 from ._options import Options
@@ -339,9 +339,8 @@ class TlsConnection(Connection):
             super().on_hangup_in_loop()
             return
         with self._lock:
-            sock = self.sock
-            if not self._hangup_watched or sock is None or not hung_up(sock):
-                return  # A late event for a descriptor that was closed and reused.
+            if self.hangup_confirmed() is None:
+                return
             self._set_hangup_watch(None)  # Level-triggered: quiet until handled.
         self._examine_hangup_in_loop()
 
