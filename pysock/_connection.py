@@ -202,7 +202,7 @@ class Connection(Opening, StreamIO):
             _log.debug(
                 "%s: open, %s -> %s", self.endpoint, info.local_address, info.remote_address
             )
-        self._complete_opened(info, None)
+        self._complete("_opened_future", "_opened_outcome", info, None)
         if self._write_done:
             self._send_eof()
         self._maybe_finish()
@@ -422,11 +422,12 @@ class Connection(Opening, StreamIO):
                 exc = error or SocketClosedError(
                     f"the socket was closed while connecting to {self.endpoint}"
                 )
-                self._complete_opened(None, exc)
+                self._complete("_opened_future", "_opened_outcome", None, exc)
         if new is State.BROKEN:
-            self._complete_closed(error or BrokenSocketError("the connection broke"))
+            broken = error or BrokenSocketError("the connection broke")
+            self._complete("_closed_future", "_closed_outcome", None, broken)
         elif new in TERMINAL:
-            self._complete_closed(None)
+            self._complete("_closed_future", "_closed_outcome", None, None)
         if new is not State.OPEN and _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "%s: %s -> %s (%s)%s",
@@ -465,12 +466,6 @@ class Connection(Opening, StreamIO):
                 if outcome is not None:
                     _finish(future, *outcome)
         return future
-
-    def _complete_opened(self, info: Optional[SocketInfo], error: Optional[BaseException]) -> None:
-        self._complete("_opened_future", "_opened_outcome", info, error)
-
-    def _complete_closed(self, error: Optional[BaseException]) -> None:
-        self._complete("_closed_future", "_closed_outcome", None, error)
 
     def _complete(
         self, future_slot: str, outcome_slot: str, result: Any, error: Optional[BaseException]
