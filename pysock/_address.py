@@ -91,10 +91,7 @@ def parse_address(address: Any) -> Endpoint:
     # forms are checked once each (an Endpoint is immutable).
     kind = type(address)
     if kind is str or (
-        kind is tuple
-        and len(address) == 2
-        and type(address[0]) is str
-        and type(address[1]) is int
+        kind is tuple and len(address) == 2 and type(address[0]) is str and type(address[1]) is int
     ):
         return _parse_cached(address)
     return _parse(address)

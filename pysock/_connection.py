@@ -55,6 +55,7 @@ from ._state import TERMINAL, Event, State, next_state
 from .errors import (
     BrokenSocketError,
     SocketClosedError,
+    StartTlsError,
 )
 
 __all__ = ["Connection", "Deadline"]
@@ -488,7 +489,12 @@ class Connection(Opening, StreamIO):
         """
         with self._lock:
             sock = self.sock
-            assert sock is not None and self.state is State.OPEN
+            if sock is None or self.state is not State.OPEN:
+                # Broken or closed since start_tls() checked it (the selector thread
+                # saw a reset, another thread called close()): nothing to take over.
+                raise StartTlsError(
+                    f"start_tls(): the socket to {self.endpoint} is {self.shown_state()}"
+                )
             self._set_hangup_watch(None)  # The new connection watches once it opens.
             self.sock = None
         self._transition(Event.UPGRADE)

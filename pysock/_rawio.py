@@ -305,8 +305,11 @@ class StreamIO:
         """
         sock = self.sock
         if sock is not None and self._blocking:
-            self._blocking = False
+            # The socket first, then the flag: a reader that still sees the flag
+            # set meets EAGAIN and waits with poll(); the other order would let a
+            # reader that sees it cleared call recv() on a blocking socket.
             sock.setblocking(False)
+            self._blocking = False
 
 
 MAX_WAIT: Final = 86400.0  # Seconds: the longest single poll(); see _wait.

@@ -49,7 +49,11 @@ def start_tls(
     # The timeout as it is now (Socket.timeout may have changed it since connect()).
     new.timeout = old.timeout
     new._blocking = old.timeout is None
-    sock = old.take_over()
+    try:
+        sock = old.take_over()
+    except StartTlsError:
+        new.close()  # Never started: closed, so that its finalizer has nothing to warn of.
+        raise
     timeout = options.connect_timeout
     new._connect_deadline = None if timeout is None else time.monotonic() + timeout
     if new._connect_deadline is not None:

@@ -7,7 +7,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -305,4 +305,42 @@ def test_a_refusal_cuts_long_unread_bytes_short(
         sock.start_tls()
     assert "x" * 60 + "'..." in str(info.value)
     assert "x" * 61 not in str(info.value)
+    server.stop()
+
+
+@pytest.mark.parametrize("end", ["reset", "close"])
+def test_a_connection_that_ends_right_after_the_checks_is_a_start_tls_error(
+    serve: Callable[..., Server],
+    client_ctx: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+    end: str,
+) -> None:
+    """The race between start_tls()'s checks and its take-over, pinned: the selector
+    thread's reset (or another thread's close()) lands right after the checks passed."""
+    from pysock import _starttls
+
+    checked = _starttls._check_upgradable
+
+    def check_then_end(old: Any, unread: bytes) -> None:
+        checked(old, unread)
+        if end == "reset":
+            old._broken_by(ConnectionResetError(104, "Connection reset by peer"))
+        else:
+            old.close()
+
+    monkeypatch.setattr(_starttls, "_check_upgradable", check_then_end)
+
+    def handler(conn: socket.socket) -> None:
+        conn.sendall(b"HELLO\r\n")
+        assert conn.recv(100) == b"STARTTLS\r\n"
+        conn.sendall(b"GO\r\n")
+        assert recv_all_or_reset(conn) == b""  # The end, never a ClientHello.
+
+    server = serve(handler)
+    sock = connect(server.address, secure_transport="starttls", tls_context=client_ctx)
+    negotiate(sock)
+    with pytest.raises(StartTlsError, match="start_tls"):
+        sock.start_tls()
+    assert not sock.upgraded
+    sock.close()
     server.stop()
