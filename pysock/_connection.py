@@ -36,7 +36,6 @@ import concurrent.futures
 import errno
 import logging
 import os
-import select
 import socket
 import struct
 import threading
@@ -50,7 +49,8 @@ from ._address import Endpoint
 from ._info import SocketInfo, TLSInfo
 from ._opening import Attempt, Opening, Sockaddr, reset_dns_after_fork
 from ._options import Options
-from ._rawio import Deadline, StreamIO, afresh, was_reset
+from ._platform import CAN_BLOCK, hung_up, reset_error
+from ._rawio import Deadline, StreamIO, afresh
 from ._state import TERMINAL, Event, State, next_state
 from .errors import (
     BrokenSocketError,
@@ -105,11 +105,9 @@ class Connection(Opening, StreamIO):
         "_reading",
         "_release_pending",
         "_reset_error",
-        "_rpoll",
         "_shut_rd",
         "_stagger_timer",
         "_via",
-        "_wpoll",
         "_write_done",
         "_write_error",
         "_write_ok",
@@ -170,11 +168,9 @@ class Connection(Opening, StreamIO):
         self._deadline_timer: Optional[_loop.Timer] = None
         self._connect_deadline: Optional[float] = None
         self.tls: Optional[TLSInfo] = None
-        self._rpoll: Any = None
         # A read failure waiting for the reader to raise it (see pysock._rawio).
         # Written and read only under the reader's lock.
         self._parked: Optional[BaseException] = None
-        self._wpoll: Any = None
         # The per-call timeout of reads and writes: `Socket.timeout` sets it, and
         # each call reads it once when it starts.
         self.timeout = options.timeout
@@ -182,7 +178,8 @@ class Connection(Opening, StreamIO):
         # is then exactly the stdlib call). A timeout set later is honoured by
         # waiting before each read; the first write under a deadline switches
         # the socket to non-blocking (`leave_blocking_mode`), for good.
-        self._blocking = options.timeout is None
+        # (Only where one call can still be made non-blocking: see pysock._platform.)
+        self._blocking = options.timeout is None and CAN_BLOCK
         _live.add(self)
 
     def _opened(self, sock: socket.socket, info: SocketInfo) -> None:
@@ -251,9 +248,15 @@ class Connection(Opening, StreamIO):
     def on_ready_in_loop(self, events: int) -> None:
         """Selector callback; plain TCP watches only its attempts (`Attempt`), not itself."""
 
-    def on_hangup_in_loop(self) -> None:
-        """Hang-up set callback: the peer sent FIN or reset, or an error came."""
+    def on_hangup_in_loop(self, error: Optional[OSError] = None) -> None:
+        """Hang-up set callback: the peer sent FIN or reset, or an error came.
+
+        `error`: a reset the watch consumed to see the hang-up (a peek, where
+        the platform has no other way to tell).
+        """
         with self._lock:
+            if error is not None:
+                self._reset_error = error
             sock = self.hangup_confirmed()
             if sock is None:
                 return
@@ -265,7 +268,9 @@ class Connection(Opening, StreamIO):
                 self._rewatch_later()
                 return
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if not code and not self._write_done and was_reset(sock) is not None:
+            if not code and self._reset_error is not None:
+                code = self._reset_error.errno or errno.ECONNRESET  # A peek took it.
+            if not code and not self._write_done and reset_error(sock) is not None:
                 code = errno.ECONNRESET  # A writer's send() took the error first.
             if code:
                 self._reset_error = OSError(code, os.strerror(code))  # For a late reader.
@@ -287,9 +292,12 @@ class Connection(Opening, StreamIO):
         socket, with a zero-timeout poll, before anything acts on it.
         """
         sock = self.sock
-        if not self._hangup_watched or sock is None or not hung_up(sock):
+        if not self._hangup_watched or sock is None:
             return None
-        return sock
+        ended, error = hung_up(sock)
+        if error is not None:  # Consumed by the check: kept for whoever judges the end.
+            self._reset_error = error
+        return sock if ended else None
 
     def _rewatch_later(self) -> None:
         when = time.monotonic() + _HANGUP_RECHECK
@@ -311,7 +319,7 @@ class Connection(Opening, StreamIO):
         with self._lock:
             if self._reset_error is not None:
                 return self._reset_error
-        return None if self._write_done else was_reset(self.sock)
+        return None if self._write_done else reset_error(self.sock)
 
     def on_hangup_eof(self) -> None:
         """The loop saw the peer's FIN (TLS first decrypts the last records)."""
@@ -630,12 +638,6 @@ class Connection(Opening, StreamIO):
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def hung_up(sock: socket.socket) -> bool:
-    poller = select.poll()
-    poller.register(sock, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
-    return bool(poller.poll(0))
 
 
 def _describe(exc: BaseException) -> str:

@@ -44,9 +44,9 @@ registration is still reported, up to `HANGUP_GRACE` later.
 
 An event can still arrive late, for a descriptor that was closed and reused
 meanwhile; targets therefore confirm the hang-up on their own socket with a
-zero-timeout ``poll()`` before acting. Platforms without epoll (macOS,
-Windows) get no idle hang-up watch: there ``closed`` completes when a read or
-write meets the end.
+zero-timeout ``poll()`` before acting. Platforms without epoll watch idle
+sockets with readiness plus a peek instead (`pysock._peekwatch`): there a FIN
+behind bytes nobody has read yet is met by the reader after them.
 
 Targets registered here are held through weak references, so the loop never
 keeps a forgotten socket alive; the socket's finalizer closes it.
@@ -69,11 +69,14 @@ import traceback
 import weakref
 from typing import Any, Callable, Final, Optional, Protocol
 
+from ._peekwatch import PeekWatch, Watched
+
 __all__ = ["Loop", "Timer", "fork_generation", "get_loop", "report_bug"]
 
 _EPOLLRDHUP: Final = getattr(select, "EPOLLRDHUP", 0)
 # A hang-up watch: peer FIN (EPOLLRDHUP); EPOLLERR and EPOLLHUP are always reported.
-HANGUP_WITH_EOF: Final = _EPOLLRDHUP
+# Without epoll any non-zero mask means "watch" (`pysock._peekwatch`).
+HANGUP_WITH_EOF: Final = _EPOLLRDHUP or 1
 # Only errors and full hang-ups: used once the peer's EOF has been seen.
 HANGUP_ERRORS_ONLY: Final = 0
 # How long a new connection waits before its hang-up watch reaches the kernel.
@@ -89,7 +92,7 @@ class Target(Protocol):
 
     def on_ready_in_loop(self, events: int) -> None: ...
 
-    def on_hangup_in_loop(self) -> None: ...
+    def on_hangup_in_loop(self, error: Optional[OSError] = None) -> None: ...
 
 
 class Timer:
@@ -112,6 +115,10 @@ class Loop:
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._hangups: Any = select.epoll() if hasattr(select, "epoll") else None
+        # Without epoll: readiness plus a peek, in the selector (pysock._peekwatch).
+        self._peek_watch = (
+            PeekWatch(self, self._selector, HANGUP_GRACE) if self._hangups is None else None
+        )
         self._hangup_targets: dict[int, weakref.ref[Target]] = {}
         # New watches not yet in the kernel's set: fd -> (target, mask).
         # Re-entrant: a finalizer run by the garbage collector inside a critical
@@ -167,10 +174,17 @@ class Loop:
         With `defer` (a new connection) the watch reaches the kernel within
         `HANGUP_GRACE` seconds, unless it is removed first. The caller holds the
         target's lock, so no other thread changes this socket's registration
-        meanwhile. Returns False without epoll.
+        meanwhile. Returns False if nothing watches it: without epoll, a mask
+        of `HANGUP_ERRORS_ONLY` (a readable socket at EOF would wake the peek
+        watch for ever; the next read or write meets a later reset).
         """
         if self._hangups is None:
-            return False
+            if self._peek_watch is None or self._closed:
+                return False
+            if not mask:
+                self._peek_watch.unwatch_threadsafe(sock)
+                return False
+            return self._peek_watch.watch_threadsafe(sock, target)
         fd = sock.fileno()
         ref = weakref.ref(target)
         with self._hangup_lock:
@@ -202,7 +216,11 @@ class Loop:
     def unwatch_hangup_threadsafe(self, sock: socket.socket) -> None:
         """Remove `sock` from the hang-up set; call before closing its descriptor."""
         fd = sock.fileno()
-        if self._hangups is None or fd < 0:
+        if self._hangups is None:
+            if self._peek_watch is not None and fd >= 0 and not self._closed:
+                self._peek_watch.unwatch_threadsafe(sock)
+            return
+        if fd < 0:
             return
         with self._hangup_lock:
             if self._closed:
@@ -292,10 +310,18 @@ class Loop:
             self._run_commands()
         self._close_resources()
 
+    def call_later_in_loop(self, delay: float, callback: Callable[[], None]) -> None:
+        """Loop thread: run `callback` on this thread `delay` seconds from now."""
+        self._add_timer(Timer(time.monotonic() + delay, callback))
+
     def _dispatch(self, key: selectors.SelectorKey, events: int) -> None:
         ref = key.data
         if ref is None:
             self._drain_wakeups()
+            return
+        if type(ref) is Watched:
+            assert self._peek_watch is not None
+            self._peek_watch.ready_in_loop(ref, events)
             return
         target = ref()
         if target is None:
@@ -341,6 +367,8 @@ class Loop:
             _guarded(callback, *args)
 
     def _close_resources(self) -> None:
+        if self._peek_watch is not None:
+            self._peek_watch.close_all()
         self._selector.close()
         with self._hangup_lock:  # Sockets closed later (at exit) must not touch it.
             self._closed = True

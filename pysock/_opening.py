@@ -107,7 +107,7 @@ class Attempt:
         if connection is not None:
             connection._attempt_ready_in_loop(self, events)
 
-    def on_hangup_in_loop(self) -> None:  # Never in the hang-up set.
+    def on_hangup_in_loop(self, error: Optional[OSError] = None) -> None:  # Never watched.
         pass
 
 
@@ -134,7 +134,7 @@ class Opening:
 
         def _opened(self, sock: socket.socket, info: SocketInfo) -> None: ...
         def on_ready_in_loop(self, events: int) -> None: ...
-        def on_hangup_in_loop(self) -> None: ...
+        def on_hangup_in_loop(self, error: Optional[OSError] = None) -> None: ...
         def _fail_open(
             self, error: BaseException, cause: Optional[BaseException] = None
         ) -> None: ...

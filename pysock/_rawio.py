@@ -32,14 +32,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
-import errno
-import math
-import os
-import select
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Final, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
+from ._platform import MSG_DONTWAIT, deadline_wait
 from ._state import State
 from .errors import BrokenSocketError, PysockError, SocketClosedError, SocketTimeout
 
@@ -77,8 +74,6 @@ class StreamIO:
         _reading: bool
         _writing: bool
         _release_pending: bool
-        _rpoll: Any
-        _wpoll: Any
         _parked: Optional[BaseException]
 
         @property
@@ -143,9 +138,7 @@ class StreamIO:
                 self._wait_readable(sock, deadline)
 
     def _wait_readable(self, sock: socket.socket, deadline: Deadline) -> None:
-        if self._rpoll is None:
-            self._rpoll = _poller(sock, select.POLLIN)
-        _wait(self._rpoll, deadline, "read", self.timeout)
+        _wait(sock, False, deadline, "read", self.timeout)
 
     def _on_recv_eof(self, buffer: Any) -> int:
         if len(buffer) == 0:
@@ -178,7 +171,7 @@ class StreamIO:
         ):
             return 0
         try:
-            return sock.recv_into(buffer, len(buffer), _MSG_DONTWAIT)
+            return sock.recv_into(buffer, len(buffer), MSG_DONTWAIT)
         except OSError:
             return 0  # Drained (EAGAIN), or the reset itself: the stored error follows.
 
@@ -281,9 +274,7 @@ class StreamIO:
                     continue
                 except BlockingIOError:
                     pass
-                if self._wpoll is None:
-                    self._wpoll = _poller(sock, select.POLLOUT)
-                _wait(self._wpoll, deadline, "write", self.timeout)
+                _wait(sock, True, deadline, "write", self.timeout)
 
     def _check_writable(self, deadline: Deadline) -> None:
         if self.state is State.CONNECTING and not self._inherited:
@@ -312,50 +303,12 @@ class StreamIO:
             self._blocking = False
 
 
-MAX_WAIT: Final = 86400.0  # Seconds: the longest single poll(); see _wait.
-# Never block, whatever the socket's mode (0 where the flag does not exist: a
-# socket shut down after a break does not block either).
-_MSG_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
-# Linux's TCP states (include/net/tcp_states.h): after a reset the socket is CLOSE.
-_TCP_CLOSE: Final = 7
-_TCP_INFO: Final = getattr(socket, "TCP_INFO", None)
-
-
-def was_reset(sock: Optional[socket.socket]) -> Optional[OSError]:
-    """The reset behind an EOF-looking event on `sock`, or None for the peer's FIN.
-
-    A reset's ECONNRESET is reported once (``SO_ERROR`` and ``recv()`` both
-    consume it), so when the selector thread and a reader race for it, the
-    loser sees what looks like a FIN. The TCP state is not consumed: a FIN
-    leaves the socket in CLOSE_WAIT (or, after our own FIN, TIME_WAIT), a
-    reset in CLOSE. Without TCP_INFO (not Linux) an EOF is taken for a FIN.
-    """
-    if sock is None or _TCP_INFO is None:
-        return None
-    try:
-        state = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0]
-    except OSError:
-        return None  # Not TCP (a Unix socket), or closed meanwhile.
-    if state != _TCP_CLOSE:
-        return None
-    return ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
-
-
-def _poller(sock: socket.socket, events: int) -> Any:
-    poller = select.poll()
-    poller.register(sock, events)
-    return poller
-
-
-def _wait(poller: Any, deadline: Deadline, what: str, timeout: Optional[float]) -> None:
-    if deadline is None:
-        poller.poll()
-        return
-    # A huge timeout (1e12 s) would overflow poll()'s milliseconds: wait a day at
-    # most per call; the callers loop until their deadline.
-    remaining = min(deadline - time.monotonic(), MAX_WAIT)
-    ready = remaining > 0 and poller.poll(math.ceil(remaining * 1000))
-    if not ready and time.monotonic() >= deadline:
+def _wait(
+    sock: socket.socket, write: bool, deadline: Deadline, what: str, timeout: Optional[float]
+) -> None:
+    """Wait for `sock` (see `pysock._platform`); raise `SocketTimeout` once `deadline` passed."""
+    ready = deadline_wait(sock, write, deadline)
+    if not ready and deadline is not None and time.monotonic() >= deadline:
         raise SocketTimeout(f"{what} timed out after {timeout}s")
 
 

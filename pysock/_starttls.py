@@ -18,6 +18,7 @@ from typing import Final, Optional
 
 from ._connection import Connection
 from ._options import Options
+from ._platform import CAN_BLOCK, MSG_DONTWAIT
 from ._state import State
 from ._tls import TlsConnection
 from .errors import StartTlsError
@@ -48,7 +49,7 @@ def start_tls(
     new = TlsConnection(old.endpoint, options)  # Before the take-over: it may refuse the name.
     # The timeout as it is now (Socket.timeout may have changed it since connect()).
     new.timeout = old.timeout
-    new._blocking = old.timeout is None
+    new._blocking = old.timeout is None and CAN_BLOCK
     try:
         sock = old.take_over()
     except StartTlsError:
@@ -88,7 +89,7 @@ _SHOWN: Final = 60
 
 def _kernel_unread(sock: socket.socket) -> bytes:
     try:
-        return sock.recv(_SHOWN + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        return sock.recv(_SHOWN + 1, socket.MSG_PEEK | MSG_DONTWAIT)
     except BlockingIOError:
         return b""
     except OSError:

@@ -58,6 +58,7 @@ from ._connection import Connection, Deadline
 from ._info import SocketInfo, TLSInfo, format_sockaddr
 from ._opening import tune
 from ._options import Options
+from ._platform import MSG_DONTWAIT
 from ._state import Event, State
 from .errors import BrokenSocketError, PysockError, SocketClosedError, TLSError
 
@@ -327,7 +328,7 @@ class TlsConnection(Connection):
 
     # -- the peer's FIN or reset on an idle socket (selector thread) -------------------
 
-    def on_hangup_in_loop(self) -> None:
+    def on_hangup_in_loop(self, error: Optional[OSError] = None) -> None:
         """The peer sent FIN or reset: decrypt its last records before judging.
 
         Unlike plain TCP, the reset is not taken from ``SO_ERROR`` first: the
@@ -336,9 +337,11 @@ class TlsConnection(Connection):
         close_notify, say) ends the read side cleanly.
         """
         if self._shut_rd:  # Our own readable.close() woke a reader: plain TCP rules.
-            super().on_hangup_in_loop()
+            super().on_hangup_in_loop(error)
             return
         with self._lock:
+            if error is not None:
+                self._reset_error = error
             if self.hangup_confirmed() is None:
                 return
             self._set_hangup_watch(None)  # Level-triggered: quiet until handled.
@@ -355,6 +358,8 @@ class TlsConnection(Connection):
             return
         try:
             records, error = self._drain_idle_socket(sock)
+            if error is None:
+                error = self._reset_error  # Taken by the hang-up check's peek, if any.
             if error is None:
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 error = OSError(code, os.strerror(code)) if code else None
@@ -387,7 +392,7 @@ class TlsConnection(Connection):
         at_fin = False
         while True:
             try:
-                data = sock.recv(_CIPHER_BUFFER_SIZE, socket.MSG_DONTWAIT)
+                data = sock.recv(_CIPHER_BUFFER_SIZE, MSG_DONTWAIT)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -650,7 +655,7 @@ class TlsConnection(Connection):
             assert sock is not None
             while self._outq:
                 records = self._outq[0]
-                sent = sock.send(records, socket.MSG_DONTWAIT)
+                sent = sock.send(records, MSG_DONTWAIT)
                 if sent < len(records):
                     self._outq[0] = records[sent:]
                     return
@@ -666,7 +671,7 @@ class TlsConnection(Connection):
         """Best effort: close_notify never blocks and never fails a caller."""
         farewell, self._farewell = self._farewell, b""
         try:
-            sock.send(farewell, socket.MSG_DONTWAIT)
+            sock.send(farewell, MSG_DONTWAIT)
         except OSError:
             pass  # The peer is gone or not reading: the connection is ending anyway.
 
