@@ -123,12 +123,13 @@ def hung_up(sock: socket.socket) -> tuple[bool, Optional[OSError]]:
     """
     if HAVE_POLL:
         poller = select.poll()
-        poller.register(sock, _POLLRDHUP | select.POLLIN | select.POLLHUP | select.POLLERR)
+        ends = _POLLRDHUP | select.POLLHUP | select.POLLERR
+        # With POLLRDHUP the answer is complete without a peek: data alone is no end.
+        poller.register(sock, ends if _POLLRDHUP else ends | select.POLLIN)
         ready = poller.poll(0)
         if not ready:
             return False, None
-        events = ready[0][1]
-        if events & (_POLLRDHUP | select.POLLHUP | select.POLLERR):
+        if ready[0][1] & ends or _POLLRDHUP:
             return True, None
     elif not wait_socket(sock, False, 0):
         return False, None
