@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-all lint typecheck check bench soak clean
+.PHONY: install demo test test-portable test-all lint typecheck check bench soak clean
 
 install: $(STAMP)
 
@@ -19,6 +19,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+test-portable: install  # core, TLS, lifecycle and CLI tests on simulated BSD and Windows (tests/portable)
+	$(PY) -m tests.portable
 
 test-all: install
 	@set -e; for v in 3.9 3.10 3.11 3.12 3.13; do \

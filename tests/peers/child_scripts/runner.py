@@ -38,7 +38,9 @@ class ChildRun:
 
 
 def run_child(*args: str, hang_after: float = CHILD_TIMEOUT) -> ChildRun:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # This tree first; an inherited entry stays (tests/portable: a simulated platform).
+    inherited = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *inherited]))
     for name in ("PYTHONWARNINGS", "PYTHONDEVMODE"):  # The user's default: no -W, no -X dev.
         env.pop(name, None)
     command = [sys.executable, "-m", "tests.peers.child_scripts", *args]
