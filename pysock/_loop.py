@@ -44,9 +44,12 @@ registration is still reported, up to `HANGUP_GRACE` later.
 
 An event can still arrive late, for a descriptor that was closed and reused
 meanwhile; targets therefore confirm the hang-up on their own socket with a
-zero-timeout ``poll()`` before acting. Platforms without epoll watch idle
-sockets with readiness plus a peek instead (`pysock._peekwatch`): there a FIN
-behind bytes nobody has read yet is met by the reader after them.
+zero-timeout ``poll()`` before acting. On macOS and the BSDs the hang-up set
+is a kqueue behind the same calls (`pysock._kqueue`): a read filter that data
+never wakes reports the FIN, even behind unread bytes, and the reset. Platforms
+with neither watch idle sockets with readiness plus a peek instead
+(`pysock._peekwatch`): there a FIN behind bytes nobody has read yet is met by
+the reader after them.
 
 Targets registered here are held through weak references, so the loop never
 keeps a forgotten socket alive; the socket's finalizer closes it.
@@ -69,6 +72,7 @@ import traceback
 import weakref
 from typing import Any, Callable, Final, Optional, Protocol
 
+from ._kqueue import KqueueHangups
 from ._peekwatch import PeekWatch, Watched
 
 __all__ = ["Loop", "Timer", "fork_generation", "get_loop", "report_bug"]
@@ -114,8 +118,12 @@ class Loop:
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
-        self._hangups: Any = select.epoll() if hasattr(select, "epoll") else None
-        # Without epoll: readiness plus a peek, in the selector (pysock._peekwatch).
+        self._hangups: Any = None
+        if hasattr(select, "epoll"):
+            self._hangups = select.epoll()
+        elif hasattr(select, "kqueue"):  # macOS, the BSDs: EV_EOF for EPOLLRDHUP.
+            self._hangups = KqueueHangups()
+        # Without either: readiness plus a peek, in the selector (pysock._peekwatch).
         self._peek_watch = (
             PeekWatch(self, self._selector, HANGUP_GRACE) if self._hangups is None else None
         )
@@ -136,7 +144,10 @@ class Loop:
             # not the other way round: adding a socket to an epoll set that is
             # itself watched by another one makes the kernel run its loop and
             # path checks under a global mutex, which cost 12 µs per connect+close.
-            self._hangups.register(self._selector.fileno(), select.EPOLLIN)
+            if isinstance(self._hangups, KqueueHangups):
+                self._hangups.register_nested(self._selector.fileno())
+            else:
+                self._hangups.register(self._selector.fileno(), select.EPOLLIN)
         self._commands: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
             collections.deque()
         )

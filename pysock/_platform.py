@@ -19,14 +19,17 @@ made by looking for the feature itself (``hasattr(select, "poll")``), never by
   in CLOSE); elsewhere ``SO_ERROR`` holds the reset's error until someone
   reads it (`reset_error`).
 - **Has the peer hung up?** (`hung_up`, a zero-timeout check): ``POLLRDHUP``
-  on Linux says "FIN received" even with unread data in front of it.
-  Elsewhere a readable socket is peeked: an empty peek is a FIN, an error is
-  a reset, and data means "not known yet" (the FIN, if any, is behind bytes
-  a reader will consume first).
+  on Linux says "FIN received" even with unread data in front of it. Without
+  it, where there is kqueue (macOS, the BSDs), a read filter on a kqueue of
+  its own says the same, and returns a reset's error without consuming it
+  (`pysock._kqueue.kqueue_hung_up`). Elsewhere a readable socket is peeked:
+  an empty peek is a FIN, an error is a reset, and data means "not known
+  yet" (the FIN, if any, is behind bytes a reader will consume first).
 
 The selector thread's watch over idle sockets is `pysock._loop`'s: epoll on
-Linux, and elsewhere the same readiness plus peek, with a back-off so that a
-socket holding unread bytes never keeps the thread busy.
+Linux, kqueue on macOS and the BSDs, and elsewhere the same readiness plus
+peek, with a back-off so that a socket holding unread bytes never keeps the
+thread busy.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import select
 import socket
 import time
 from typing import Final, Optional
+
+from ._kqueue import HAVE_KQUEUE, kqueue_hung_up
 
 __all__ = [
     "CAN_BLOCK",
@@ -57,6 +62,8 @@ MSG_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 # only where a single call can still be made non-blocking.
 CAN_BLOCK: Final = MSG_DONTWAIT != 0
 _POLLRDHUP: Final = getattr(select, "POLLRDHUP", 0)
+# Without POLLRDHUP, kqueue's read filter still sees a FIN behind unread bytes.
+_KQUEUE_HUNG_UP: Final = not _POLLRDHUP and HAVE_KQUEUE
 _TCP_INFO: Final = getattr(socket, "TCP_INFO", None)
 # Linux's TCP states (include/net/tcp_states.h): after a reset the socket is CLOSE.
 _TCP_CLOSE: Final = 7
@@ -116,11 +123,14 @@ def hung_up(sock: socket.socket) -> tuple[bool, Optional[OSError]]:
     """Has the peer's FIN or a reset arrived? (never waits): (answer, reset error).
 
     Nothing is consumed where the platform can tell without reading (poll's
-    ``POLLRDHUP``, ``POLLERR`` and ``POLLHUP``). Where only a peek can tell
-    (``select()``), a reset's error is consumed by it: it is returned, for
-    the caller to keep. Without ``POLLRDHUP`` a FIN behind unread bytes is not
-    seen yet: the reader meets it after those bytes.
+    ``POLLRDHUP``, ``POLLERR`` and ``POLLHUP``; kqueue's read filter). Where
+    only a peek can tell (``select()``), a reset's error is consumed by it:
+    it is returned, for the caller to keep. Without ``POLLRDHUP`` or kqueue
+    a FIN behind unread bytes is not seen yet: the reader meets it after
+    those bytes.
     """
+    if _KQUEUE_HUNG_UP:
+        return kqueue_hung_up(sock)
     if HAVE_POLL:
         poller = select.poll()
         ends = _POLLRDHUP | select.POLLHUP | select.POLLERR
