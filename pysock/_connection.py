@@ -49,7 +49,8 @@ from ._address import Endpoint
 from ._info import SocketInfo, TLSInfo
 from ._opening import Attempt, Opening, Sockaddr, reset_dns_after_fork
 from ._options import Options
-from ._platform import CAN_BLOCK, hung_up, reset_error
+from ._peekwatch import UNREAD_LIMIT
+from ._platform import CAN_BLOCK, TELLS_RESET_LATE, hung_up, peek_end, reset_error
 from ._rawio import Deadline, StreamIO, afresh
 from ._state import TERMINAL, Event, State, next_state
 from .errors import (
@@ -115,6 +116,7 @@ class Connection(Opening, StreamIO):
         "endpoint",
         "info",
         "options",
+        "raw_reads",
         "reader_ref",
         "sock",
         "state",
@@ -134,6 +136,9 @@ class Connection(Opening, StreamIO):
         self._closed_future: Optional[concurrent.futures.Future[None]] = None
         self._closed_outcome: Optional[tuple[None, Optional[BaseException]]] = None
         self.reader_ref: Optional[weakref.ref[Any]] = None
+        # Raw reads made so far: the idle watch without epoll tells a socket that
+        # a thread reads from one whose bytes wait unread (pysock._peekwatch).
+        self.raw_reads = 0
         self.writer_gone = False  # Set by the writer's finalizer: nothing can write any more.
         self.sock: Optional[socket.socket] = None
         self.info: Optional[SocketInfo] = None
@@ -244,15 +249,18 @@ class Connection(Opening, StreamIO):
                 self._hangup_watched = False
         elif self.state is State.OPEN:
             self._hangup_watched = loop.watch_hangup_threadsafe(sock, self, mask, defer)
+            if self._hangup_watched and loop.watches_in_selector:
+                self._in_selector = True  # The descriptor now closes on the loop thread.
 
     def on_ready_in_loop(self, events: int) -> None:
         """Selector callback; plain TCP watches only its attempts (`Attempt`), not itself."""
 
-    def on_hangup_in_loop(self, error: Optional[OSError] = None) -> None:
+    def on_hangup_in_loop(self, error: Optional[OSError] = None, settled: bool = False) -> None:
         """Hang-up set callback: the peer sent FIN or reset, or an error came.
 
         `error`: a reset the watch consumed to see the hang-up (a peek, where
-        the platform has no other way to tell).
+        the platform has no other way to tell). `settled`: this is the second
+        look at an end a writer was inside ``send()`` for (below).
         """
         with self._lock:
             if error is not None:
@@ -272,6 +280,13 @@ class Connection(Opening, StreamIO):
                 code = self._reset_error.errno or errno.ECONNRESET  # A peek took it.
             if not code and not self._write_done and reset_error(sock) is not None:
                 code = errno.ECONNRESET  # A writer's send() took the error first.
+            if not code and self._writing and not settled and not TELLS_RESET_LATE:
+                # A reset's error is reported once: a writer inside send() may just
+                # have taken it, and the socket now looks as a FIN leaves it. The
+                # writer reports a reset at once; look again shortly, then judge.
+                self._set_hangup_watch(None)
+                _loop.get_loop().call_later_in_loop(_HANGUP_RECHECK, self._settle_hangup_in_loop)
+                return
             if code:
                 self._reset_error = OSError(code, os.strerror(code))  # For a late reader.
             # EPOLLRDHUP is level-triggered: stop asking for it; keep watching for
@@ -283,6 +298,10 @@ class Connection(Opening, StreamIO):
             # After our own SHUT_RD (readable.close() waking a reader) epoll
             # reports the same event: only then is a FIN not the peer's.
             self.on_hangup_eof()
+
+    def _settle_hangup_in_loop(self) -> None:
+        self._rewatch_in_loop()  # Unless the writer reported the reset, or a close came.
+        self.on_hangup_in_loop(settled=True)
 
     def hangup_confirmed(self) -> Optional[socket.socket]:
         """The socket, if its hang-up event is real; None for a late one. Holds ``_lock``.
@@ -298,6 +317,33 @@ class Connection(Opening, StreamIO):
         if error is not None:  # Consumed by the check: kept for whoever judges the end.
             self._reset_error = error
         return sock if ended else None
+
+    def peek_in_loop(self, sock: socket.socket) -> tuple[str, Optional[OSError]]:
+        """The idle watch's peek (`pysock._peekwatch`): data, the end, or nothing.
+
+        Under ``_lock``, with the reset a peek consumes recorded before the lock
+        is released: a reader whose ``recv()`` returned 0 right after that peek
+        then finds it (`reset_seen`) instead of taking the reset for a FIN.
+        """
+        with self._lock:
+            answer, error = peek_end(sock)
+            if error is not None:
+                self._reset_error = error
+        return answer, error
+
+    def take_unread_in_loop(self, sock: socket.socket) -> None:
+        """Move the bytes an idle socket holds into the reader's stash (`pysock._peekwatch`).
+
+        `sock` is ours: while the watch holds it, it is closed only on the loop
+        thread, so it stays open while this runs.
+        """
+        reader = self.reader_ref() if self.reader_ref is not None else None
+        if reader is None or self.state is not State.OPEN or self._peer_eof:
+            return
+        error = reader._take_unread_in_loop(sock, UNREAD_LIMIT)
+        if error is not None:
+            with self._lock:
+                self._reset_error = error
 
     def _rewatch_later(self) -> None:
         when = time.monotonic() + _HANGUP_RECHECK

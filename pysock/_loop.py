@@ -44,12 +44,14 @@ registration is still reported, up to `HANGUP_GRACE` later.
 
 An event can still arrive late, for a descriptor that was closed and reused
 meanwhile; targets therefore confirm the hang-up on their own socket with a
-zero-timeout ``poll()`` before acting. On macOS and the BSDs the hang-up set
-is a kqueue behind the same calls (`pysock._kqueue`): a read filter that data
-never wakes reports the FIN, even behind unread bytes, and the reset. Platforms
+zero-timeout check before acting (`pysock._platform.hung_up`). On macOS and
+the BSDs the hang-up set is a kqueue behind the same calls (`pysock._kqueue`):
+a read filter that data never wakes reports the FIN, even behind unread
+bytes, and the reset. Platforms
 with neither watch idle sockets with readiness plus a peek instead
-(`pysock._peekwatch`): there a FIN behind bytes nobody has read yet is met by
-the reader after them.
+(`pysock._peekwatch`), which takes the bytes that wait unread on an idle
+socket into its reader's stash to reach a FIN behind them; the sockets it
+holds in the selector are closed on this thread (`watches_in_selector`).
 
 Targets registered here are held through weak references, so the loop never
 keeps a forgotten socket alive; the socket's finalizer closes it.
@@ -79,7 +81,7 @@ __all__ = ["Loop", "Timer", "fork_generation", "get_loop", "report_bug"]
 
 _EPOLLRDHUP: Final = getattr(select, "EPOLLRDHUP", 0)
 # A hang-up watch: peer FIN (EPOLLRDHUP); EPOLLERR and EPOLLHUP are always reported.
-# Without epoll any non-zero mask means "watch" (`pysock._peekwatch`).
+# With the peek watch (`pysock._peekwatch`) any non-zero mask means "watch".
 HANGUP_WITH_EOF: Final = _EPOLLRDHUP or 1
 # Only errors and full hang-ups: used once the peer's EOF has been seen.
 HANGUP_ERRORS_ONLY: Final = 0
@@ -185,9 +187,10 @@ class Loop:
         With `defer` (a new connection) the watch reaches the kernel within
         `HANGUP_GRACE` seconds, unless it is removed first. The caller holds the
         target's lock, so no other thread changes this socket's registration
-        meanwhile. Returns False if nothing watches it: without epoll, a mask
-        of `HANGUP_ERRORS_ONLY` (a readable socket at EOF would wake the peek
-        watch for ever; the next read or write meets a later reset).
+        meanwhile. Returns False if nothing watches it: with the peek watch, a
+        mask of `HANGUP_ERRORS_ONLY` (a readable socket at EOF would wake it for
+        ever; the next read or write meets a later reset), or a socket that
+        ``select()`` cannot take.
         """
         if self._hangups is None:
             if self._peek_watch is None or self._closed:
@@ -246,6 +249,15 @@ class Loop:
 
     def in_loop_thread(self) -> bool:
         return threading.current_thread() is self._thread
+
+    @property
+    def watches_in_selector(self) -> bool:
+        """True if the idle watch holds sockets in the selector (no epoll: `pysock._peekwatch`).
+
+        A watched socket's descriptor must then be closed on this thread,
+        after it left the selector: ``select()`` fails on a closed one.
+        """
+        return self._peek_watch is not None
 
     @property
     def stopped(self) -> bool:

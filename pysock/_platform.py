@@ -48,6 +48,7 @@ __all__ = [
     "CAN_BLOCK",
     "HAVE_POLL",
     "MSG_DONTWAIT",
+    "TELLS_RESET_LATE",
     "Peek",
     "hung_up",
     "peek_end",
@@ -65,6 +66,10 @@ _POLLRDHUP: Final = getattr(select, "POLLRDHUP", 0)
 # Without POLLRDHUP, kqueue's read filter still sees a FIN behind unread bytes.
 _KQUEUE_HUNG_UP: Final = not _POLLRDHUP and HAVE_KQUEUE
 _TCP_INFO: Final = getattr(socket, "TCP_INFO", None)
+# True where a reset can be told from a FIN after another call consumed its
+# error (see `reset_error`): without it, an end seen while a writer is inside
+# ``send()`` is judged a moment later, once that writer has reported a reset.
+TELLS_RESET_LATE: Final = _TCP_INFO is not None
 # Linux's TCP states (include/net/tcp_states.h): after a reset the socket is CLOSE.
 _TCP_CLOSE: Final = 7
 MAX_WAIT: Final = 86400.0  # Seconds: the longest single wait; callers loop to their deadline.

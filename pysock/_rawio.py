@@ -66,6 +66,7 @@ class StreamIO:
         timeout: Optional[float]
         _blocking: bool
         _inherited: bool
+        raw_reads: int
         _read_ok: bool
         _write_ok: bool
         _read_error: Optional[BaseException]
@@ -91,6 +92,7 @@ class StreamIO:
         A failure other than a timeout is parked, with 0 returned (module docstring).
         """
         self._reading = True
+        self.raw_reads += 1
         try:
             if not self._read_ok:
                 nbytes = self._read_after_break(buffer)

@@ -55,6 +55,9 @@ def start_tls(
     except StartTlsError:
         new.close()  # Never started: closed, so that its finalizer has nothing to warn of.
         raise
+    # Still in the idle watch's selector, maybe, until the loop thread drops it
+    # there: the descriptor closes on that thread, after the drop.
+    new._in_selector = old._in_selector
     timeout = options.connect_timeout
     new._connect_deadline = None if timeout is None else time.monotonic() + timeout
     if new._connect_deadline is not None:

@@ -37,6 +37,7 @@ layer's ``readinto`` is `Connection.recv_into` itself.
 from __future__ import annotations
 
 import io
+import socket
 import threading
 import time
 import weakref
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Optional, Type
 
 from typing_extensions import Buffer
 
+from ._platform import MSG_DONTWAIT
 from ._rawio import afresh
 from .errors import IncompleteReadError, LimitOverrunError, SocketClosedError
 
@@ -446,19 +448,62 @@ class SocketReader(io.BufferedIOBase):
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            if self._buffer is None or self._raw is None:
-                return self._stash
-            raw = self._raw
-            raw.nowait = True
-            bound = raw.__dict__.pop("readinto", None)  # the unbuffered fast path, if any
-            try:
-                return self._stash + bytes(self._buffer.peek(1))
-            finally:
-                raw.nowait = False
-                if bound is not None:
-                    raw.readinto = bound  # type: ignore[method-assign]
+            return self._stash + self._held(take=False)
         finally:
             self._lock.release()
+
+    def _take_unread_in_loop(self, sock: socket.socket, limit: int) -> Optional[OSError]:
+        """The selector thread takes an idle socket's unread bytes (see pysock._peekwatch).
+
+        Only when no thread is reading (the lock is free) and the reader is
+        open. The bytes go to the stash, behind what the buffer holds (moved
+        there first, so the order stays the stream's), until the stash holds
+        `limit` bytes or the kernel has no more. Returns the error a ``recv()``
+        met (a reset), which it consumed. Never blocks.
+        """
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._is_closed:
+                return None
+            chunks = [self._stash, self._held(take=True)]
+            held = len(chunks[0]) + len(chunks[1])
+            error: Optional[OSError] = None
+            while held < limit:
+                try:
+                    data = sock.recv(limit - held, MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    error = exc
+                    break
+                if not data:
+                    break  # The FIN: the kernel reports it again to the next read.
+                chunks.append(data)
+                held += len(data)
+            if len(chunks) > 2 or chunks[1]:
+                self._stash = b"".join(chunks)
+                self._unbind()
+            return error
+        finally:
+            self._lock.release()
+
+    def _held(self, take: bool) -> bytes:
+        """What the buffer holds, not touching the socket; `take` consumes it. Holds ``_lock``."""
+        buffer, raw = self._buffer, self._raw
+        if buffer is None or raw is None:
+            return b""
+        raw.nowait = True
+        bound = raw.__dict__.pop("readinto", None)  # the unbuffered fast path, if any
+        try:
+            held = bytes(buffer.peek(1))
+            if take and held:
+                buffer.read(len(held))
+            return held
+        finally:
+            raw.nowait = False
+            if bound is not None:
+                raw.readinto = bound  # type: ignore[method-assign]
 
     def _reset_lock_after_fork(self) -> None:
         """In a forked child: a parent thread may have held the lock; it never returns."""

@@ -58,6 +58,7 @@ from ._connection import Connection, Deadline
 from ._info import SocketInfo, TLSInfo, format_sockaddr
 from ._opening import tune
 from ._options import Options
+from ._peekwatch import UNREAD_LIMIT
 from ._platform import MSG_DONTWAIT
 from ._state import Event, State
 from .errors import BrokenSocketError, PysockError, SocketClosedError, TLSError
@@ -328,7 +329,7 @@ class TlsConnection(Connection):
 
     # -- the peer's FIN or reset on an idle socket (selector thread) -------------------
 
-    def on_hangup_in_loop(self, error: Optional[OSError] = None) -> None:
+    def on_hangup_in_loop(self, error: Optional[OSError] = None, settled: bool = False) -> None:
         """The peer sent FIN or reset: decrypt its last records before judging.
 
         Unlike plain TCP, the reset is not taken from ``SO_ERROR`` first: the
@@ -337,7 +338,7 @@ class TlsConnection(Connection):
         close_notify, say) ends the read side cleanly.
         """
         if self._shut_rd:  # Our own readable.close() woke a reader: plain TCP rules.
-            super().on_hangup_in_loop(error)
+            super().on_hangup_in_loop(error, settled)
             return
         with self._lock:
             if error is not None:
@@ -346,6 +347,15 @@ class TlsConnection(Connection):
                 return
             self._set_hangup_watch(None)  # Level-triggered: quiet until handled.
         self._examine_hangup_in_loop()
+
+    def take_unread_in_loop(self, sock: socket.socket) -> None:
+        """Decrypt the records an idle socket holds (`pysock._peekwatch`), to reach its end.
+
+        Until `UNREAD_LIMIT` bytes of plaintext wait: past that, the rest stays
+        in the kernel for the reader. `sock` is ours.
+        """
+        if len(self._plain) < UNREAD_LIMIT and not self._shut_rd:
+            self._examine_hangup_in_loop()
 
     def _examine_hangup_in_loop(self) -> None:
         sock = self.sock
@@ -503,6 +513,7 @@ class TlsConnection(Connection):
 
     def recv_into(self, buffer: Any, deadline: Deadline = None) -> int:
         self._reading = True
+        self.raw_reads += 1
         try:
             if not self._read_ok:
                 if self._plain and isinstance(self._read_error, BrokenSocketError):

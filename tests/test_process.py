@@ -87,7 +87,7 @@ def test_exit_during_a_connect_warns_once(blackhole: Blackhole) -> None:
 
 
 _NO_HAND_OFF = """
-import collections, socket, ssl, sys, threading, time
+import collections, select, socket, ssl, sys, threading, time
 import trustme
 calls = collections.Counter()
 
@@ -132,7 +132,13 @@ for tls in (False, True):
         while len(got) < 5000:
             got += sock.readable.read1(100)
         print(tls, timeout, sum(calls.values()), dict(calls))
-        assert not calls, (tls, timeout, dict(calls))
+        if hasattr(select, "epoll"):
+            assert not calls, (tls, timeout, dict(calls))
+        else:
+            # The idle watch without epoll wakes for readiness and peeks
+            # (pysock._peekwatch), but takes no byte of a socket that is being read.
+            moved = set(calls) & {"take_unread_in_loop", "recv_into", "_drain_idle_socket"}
+            assert not moved, (tls, timeout, dict(calls))
         sock.close()
         peer.join(10)
 # The profiler does see the selector thread: a new socket's idle watch is its work.
