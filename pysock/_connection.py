@@ -52,7 +52,25 @@ from ._options import Options
 from ._peekwatch import UNREAD_LIMIT
 from ._platform import CAN_BLOCK, TELLS_RESET_LATE, hung_up, peek_end, reset_error
 from ._rawio import Deadline, StreamIO, afresh
-from ._state import TERMINAL, Event, State, next_state
+from ._state import (
+    PEER_ENDED,
+    READ_TRANSITIONS,
+    READER_CLOSED,
+    TERMINAL,
+    WRITE_TRANSITIONS,
+    Event,
+    Read,
+    ReadEvent,
+    State,
+    Write,
+    WriteEvent,
+    finishes,
+    may_read,
+    may_write,
+    next_state,
+    step,
+    upgrade_refusal,
+)
 from .errors import (
     BrokenSocketError,
     SocketClosedError,
@@ -98,20 +116,17 @@ class Connection(Opening, StreamIO):
         "_opened_future",
         "_opened_outcome",
         "_parked",
-        "_peer_eof",
-        "_read_done",
         "_read_error",
         "_read_ok",
-        "_reader_closed",
+        "_read_side",
         "_reading",
         "_release_pending",
         "_reset_error",
-        "_shut_rd",
         "_stagger_timer",
         "_via",
-        "_write_done",
         "_write_error",
         "_write_ok",
+        "_write_side",
         "_writing",
         "endpoint",
         "info",
@@ -150,11 +165,11 @@ class Connection(Opening, StreamIO):
         # Why a direction is unusable, raised by the slow path.
         self._read_error: Optional[BaseException] = None
         self._write_error: Optional[BaseException] = None
-        self._peer_eof = False
         self._reset_error: Optional[OSError] = None
-        self._reader_closed = False
-        self._read_done = False
-        self._write_done = False
+        # The directions' own machines (pysock._state); `_enter` derives the two
+        # fast-path flags above from them and the state.
+        self._read_side = Read.OPEN
+        self._write_side = Write.OPEN
         self._closing = False
         self._abort = False
         self._inherited = False
@@ -164,7 +179,6 @@ class Connection(Opening, StreamIO):
         self._release_pending = False
         self._in_selector = False
         self._hangup_watched = False
-        self._shut_rd = False
         self._attempts: tuple[Attempt, ...] = ()
         self._stagger_timer: Optional[_loop.Timer] = None
         self._via: Optional[str] = None  # The destination a proxy is asked for.
@@ -195,10 +209,8 @@ class Connection(Opening, StreamIO):
             self._attempts = ()
             self.sock = sock
             self.info = info
-            self.state = State.OPEN
             # A stream closed while connecting stays closed (its close is applied now).
-            self._read_ok = not self._reader_closed
-            self._write_ok = not self._write_done
+            self._enter(State.OPEN)
             self._set_hangup_watch(_loop.HANGUP_WITH_EOF, defer=True)
         self._cancel_deadline()
         if _log.isEnabledFor(logging.DEBUG):
@@ -206,7 +218,7 @@ class Connection(Opening, StreamIO):
                 "%s: open, %s -> %s", self.endpoint, info.local_address, info.remote_address
             )
         self._complete("_opened_future", "_opened_outcome", info, None)
-        if self._write_done:
+        if self._write_side is Write.DONE:
             self._send_eof()
         self._maybe_finish()
 
@@ -268,7 +280,7 @@ class Connection(Opening, StreamIO):
             sock = self.hangup_confirmed()
             if sock is None:
                 return
-            if self._reading and not self._shut_rd:
+            if self._reading and self._read_side is not Read.WAKING:
                 # A reset's error is reported once, to SO_ERROR or to recv(): a
                 # reader inside recv() meets the FIN or reset itself, unless it is
                 # just leaving. Look again shortly; epoll is level-triggered.
@@ -278,7 +290,7 @@ class Connection(Opening, StreamIO):
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if not code and self._reset_error is not None:
                 code = self._reset_error.errno or errno.ECONNRESET  # A peek took it.
-            if not code and not self._write_done and reset_error(sock) is not None:
+            if not code and self._write_side is Write.OPEN and reset_error(sock) is not None:
                 code = errno.ECONNRESET  # A writer's send() took the error first.
             if not code and self._writing and not settled and not TELLS_RESET_LATE:
                 # A reset's error is reported once: a writer inside send() may just
@@ -294,7 +306,7 @@ class Connection(Opening, StreamIO):
             self._set_hangup_watch(_loop.HANGUP_ERRORS_ONLY if not code else None)
         if code:
             self._broken_by(OSError(code, os.strerror(code)))
-        elif not self._shut_rd:
+        elif self._read_side is not Read.WAKING:
             # After our own SHUT_RD (readable.close() waking a reader) epoll
             # reports the same event: only then is a FIN not the peer's.
             self.on_hangup_eof()
@@ -338,7 +350,7 @@ class Connection(Opening, StreamIO):
         thread, so it stays open while this runs.
         """
         reader = self.reader_ref() if self.reader_ref is not None else None
-        if reader is None or self.state is not State.OPEN or self._peer_eof:
+        if reader is None or self.state is not State.OPEN or self._read_side is not Read.OPEN:
             return
         error = reader._take_unread_in_loop(sock, UNREAD_LIMIT)
         if error is not None:
@@ -352,7 +364,8 @@ class Connection(Opening, StreamIO):
     def _rewatch_in_loop(self) -> None:
         with self._lock:
             if self.state is State.OPEN and not self._hangup_watched:
-                mask = _loop.HANGUP_ERRORS_ONLY if self._peer_eof else _loop.HANGUP_WITH_EOF
+                ended = self._read_side in PEER_ENDED
+                mask = _loop.HANGUP_ERRORS_ONLY if ended else _loop.HANGUP_WITH_EOF
                 self._set_hangup_watch(mask)
 
     def reset_seen(self) -> Optional[OSError]:
@@ -365,7 +378,7 @@ class Connection(Opening, StreamIO):
         with self._lock:
             if self._reset_error is not None:
                 return self._reset_error
-        return None if self._write_done else reset_error(self.sock)
+        return None if self._write_side is Write.DONE else reset_error(self.sock)
 
     def on_hangup_eof(self) -> None:
         """The loop saw the peer's FIN (TLS first decrypts the last records)."""
@@ -379,9 +392,10 @@ class Connection(Opening, StreamIO):
     def on_peer_eof(self) -> None:
         """The peer sent FIN (seen by a reader or the loop). Any thread."""
         with self._lock:
-            if self._peer_eof:
-                return
-            self._peer_eof = self._read_done = True
+            side = step(READ_TRANSITIONS, self._read_side, ReadEvent.PEER_EOF)
+            if side is None:
+                return  # Seen already, or the EOF is our own SHUT_RD's.
+            self._read_side = side
         if not self.options.allow_half_open:
             self.shutdown_write(
                 BrokenSocketError(
@@ -397,11 +411,12 @@ class Connection(Opening, StreamIO):
         `wait` (``writable.close()``): TLS sends close_notify as a write would.
         """
         with self._lock:
-            if self._write_done or self.state not in (State.OPEN, State.CONNECTING):
+            side = step(WRITE_TRANSITIONS, self._write_side, WriteEvent.SHUT)
+            if side is None or self.state not in (State.OPEN, State.CONNECTING):
                 return
-            self._write_done = True
-            self._write_ok = False
+            self._write_side = side
             self._write_error = reason
+            self._enter(self.state)
             if self.state is State.CONNECTING:
                 return  # _opened() shuts the write side down.
         self._send_eof(wait)
@@ -410,17 +425,21 @@ class Connection(Opening, StreamIO):
     def close_read(self) -> None:
         """``readable.close()``: later reads raise; a blocked reader wakes."""
         with self._lock:
-            self._reader_closed = True
             if self._read_error is None:
                 self._read_error = SocketClosedError("the readable side was closed")
+            # The flag first, then `_reading`: a reader that enters after this
+            # sees the flag cleared and never blocks in recv() (see the handshake
+            # in the module docstring).
             self._read_ok = False
-            if self.state not in (State.OPEN, State.CONNECTING):
-                return
-            self._read_done = True
-            if self.state is State.CONNECTING:
-                return
-        if self._reading:
-            self._shut_rd = True
+            waking = self._reading and self.state is State.OPEN
+            event = ReadEvent.STOP_WAKING if waking else ReadEvent.STOP
+            side = step(READ_TRANSITIONS, self._read_side, event)
+            if side is not None:
+                self._read_side = side
+            self._enter(self.state)
+            if self.state is not State.OPEN:
+                return  # Applied by _opened; or nothing is left to stop.
+        if side is Read.WAKING:
             self._shutdown_sock(socket.SHUT_RD)
         self._maybe_finish()
 
@@ -432,8 +451,10 @@ class Connection(Opening, StreamIO):
         """Raise if ``writable.close()`` cannot half-close this connection."""
 
     def _maybe_finish(self) -> None:
-        finished = self._read_done and self._write_done and self._transition(Event.FINISHED)
-        if finished and self._reader_closed and not self._closing:
+        """The FINISHED rule (`pysock._state.finishes`), checked after each half-close."""
+        if not finishes(self._read_side, self._write_side) or not self._transition(Event.FINISHED):
+            return
+        if self._read_side in READER_CLOSED and not self._closing:
             self._closing = True
             self._release()  # Nothing is left to read: give the descriptor back now.
 
@@ -454,23 +475,18 @@ class Connection(Opening, StreamIO):
             new = next_state(self.state, event)
             if new is None:
                 return False
-            old, self.state = self.state, new
-            if new in TERMINAL:
-                # After a clean FINISHED, bytes that arrived before the peer's EOF stay readable.
-                self._write_ok = False
-                if event is not Event.FINISHED:
-                    self._read_ok = False
-                if new is State.BROKEN:
-                    self._read_error = self._read_error or error
-                    self._write_error = error
-                elif new is State.UPGRADED:
-                    self._read_error = self._write_error = SocketClosedError(
-                        "start_tls() took this connection over; use the socket it returned"
-                    )
-                elif event is Event.CLOSE:
-                    self._read_error = self._write_error = SocketClosedError(
-                        "the socket is closed"
-                    )
+            old = self.state
+            # The errors first: a call that finds its flag cleared raises them.
+            if new is State.BROKEN:
+                self._read_error = self._read_error or error
+                self._write_error = error
+            elif new is State.UPGRADED:
+                self._read_error = self._write_error = SocketClosedError(
+                    "start_tls() took this connection over; use the socket it returned"
+                )
+            elif event is Event.CLOSE:
+                self._read_error = self._write_error = SocketClosedError("the socket is closed")
+            self._enter(new)
         if old is State.CONNECTING:
             self._cancel_deadline()
             if new is not State.OPEN:
@@ -493,6 +509,17 @@ class Connection(Opening, StreamIO):
                 f": {error}" if error is not None else "",
             )
         return True
+
+    def _enter(self, state: State) -> None:
+        """Set `state` and derive what reads and writes may do. Holds ``_lock``.
+
+        The one place the fast-path flags are written once open: a read or a
+        write checks only its flag, and the slow path raises the matching
+        ``_read_error``/``_write_error``, set no later under the same lock.
+        """
+        self.state = state
+        self._read_ok = may_read(state, self._read_side) and not self._inherited
+        self._write_ok = may_write(state, self._write_side) and not self._inherited
 
     # -- the futures, created on first use ------------------------------------------------
 
@@ -543,12 +570,12 @@ class Connection(Opening, StreamIO):
         """
         with self._lock:
             sock = self.sock
-            if sock is None or self.state is not State.OPEN:
-                # Broken or closed since start_tls() checked it (the selector thread
-                # saw a reset, another thread called close()): nothing to take over.
-                raise StartTlsError(
-                    f"start_tls(): the socket to {self.endpoint} is {self.shown_state()}"
-                )
+            refusal = upgrade_refusal(self.state, self._read_side, self._write_side)
+            if sock is None or refusal is not None:
+                # Broken, closed or half-closed since start_tls() checked it (the
+                # selector thread saw a reset or the FIN, another thread called
+                # close()): the guard of UPGRADE, under the lock this time.
+                raise StartTlsError(f"start_tls(): the socket to {self.endpoint} {refusal}")
             self._set_hangup_watch(None)  # The new connection watches once it opens.
             self.sock = None
         self._transition(Event.UPGRADE)
@@ -566,7 +593,6 @@ class Connection(Opening, StreamIO):
         self._transition(Event.CLOSE)
         with self._lock:
             # Whatever ended the connection before, from now on your code closed it.
-            self._read_ok = self._write_ok = False
             self._read_error = self._write_error = SocketClosedError("the socket is closed")
             if self._closing:
                 return
@@ -576,7 +602,7 @@ class Connection(Opening, StreamIO):
             # sends a FIN, not the RST a close with unread data gets: a peer blocked
             # sending to our zero window would then wait for FIN_WAIT2's timeout (60
             # s). Abort as a plain close with unread data would.
-            self._abort = self._reading and not self._peer_eof
+            self._abort = self._reading and self._read_side not in PEER_ENDED
         self._release()
 
     def _broken_by(self, exc: BaseException, message: Optional[str] = None) -> BrokenSocketError:

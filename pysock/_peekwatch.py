@@ -21,12 +21,12 @@ second.
 A FIN behind unread bytes is invisible to a peek, yet ``closed`` must
 complete for it: a pooled connection whose server sent a last reply and hung
 up is idle, not open. So when the peek finds data *and nobody has read from
-the socket since the previous look* (the connection counts its raw reads),
-the thread takes the unread bytes itself, up to `UNREAD_LIMIT`, into the
+the socket for `IDLE_BEFORE_TAKING` seconds* (the connection counts its raw
+reads), the thread takes the unread bytes itself, up to `UNREAD_LIMIT`, into the
 reader's stash, which the next read serves first, in order
 (`Target.take_unread_in_loop`); then it peeks again, now at the FIN or reset
-if one came. A socket that a thread is reading is never drained: its bytes
-never pass through this thread, and its reader meets the end itself. Past
+if one came. A socket that a thread keeps reading is not drained: its bytes
+do not pass through this thread, and its reader meets the end itself. Past
 the limit the rest stays in the kernel, as it would in asyncio's paused
 transport, and a FIN behind it is the reader's to meet.
 
@@ -71,6 +71,10 @@ MAX_BACKOFF: Final = 1.0
 # Bytes an idle socket may hold in pysock's memory, taken by this thread to
 # reach a FIN behind them (asyncio's default high-water mark is 64 KiB too).
 UNREAD_LIMIT: Final = 64 * 1024
+# Seconds bytes must wait with no raw read before this thread takes them: a
+# thread that reads the socket reads again long before that, even on a loaded
+# machine, so its bytes never pass through here.
+IDLE_BEFORE_TAKING: Final = 0.25
 # Idle sockets watched at once with a select() selector (module docstring).
 SELECT_WATCHES: Final = 384
 
@@ -95,7 +99,7 @@ class Target(Protocol):
 class Watched:
     """One watched socket: its target, and whether it is in the selector now."""
 
-    __slots__ = ("backoff", "dropped", "fd", "reads", "ref", "registered", "sock")
+    __slots__ = ("backoff", "dropped", "fd", "reads", "ref", "registered", "since", "sock")
 
     def __init__(self, sock: socket.socket, ref: weakref.ref[Target]) -> None:
         self.fd = sock.fileno()  # The key it is filed under while watched.
@@ -104,8 +108,10 @@ class Watched:
         self.registered = False  # Loop thread only.
         self.backoff = FIRST_BACKOFF
         self.dropped = False
-        # The target's raw read count when a peek last found data (-1: never).
+        # The target's raw read count when a peek found data, and since when
+        # (`time.monotonic()`) that count stands (-1: no data waiting).
         self.reads = -1
+        self.since = 0.0
 
 
 class PeekWatch:
@@ -196,14 +202,9 @@ class PeekWatch:
         else:
             answer, error = target.peek_in_loop(sock)
         if answer == Peek.DATA:
-            reads = target.raw_reads
-            if reads == watched.reads:  # Unread since the last look: take the bytes.
-                target.take_unread_in_loop(sock)
-                answer, error = target.peek_in_loop(sock)
-            elif watched.reads >= 0:
-                watched.backoff = FIRST_BACKOFF  # Someone reads it: look soon again.
-            watched.reads = reads
+            answer, error = self._data_in_loop(watched, target)
         if answer == Peek.NOTHING:
+            watched.reads = -1
             return  # A reader took the bytes meanwhile, or they wait in pysock now.
         watched.registered = False  # Quiet until handled, or for the back-off.
         self._selector.unregister(sock)
@@ -215,6 +216,19 @@ class PeekWatch:
         # unwatches, or watches again); the socket stays out until then.
         target.on_hangup_in_loop(error)
         self._rearm_in_loop(watched)
+
+    def _data_in_loop(self, watched: Watched, target: Target) -> tuple[str, Optional[OSError]]:
+        """Bytes wait: take them if nobody has read for a while; then peek again."""
+        reads, now = target.raw_reads, time.monotonic()
+        if reads != watched.reads:
+            if watched.reads >= 0:
+                watched.backoff = FIRST_BACKOFF  # Someone reads it: look soon again.
+            watched.reads, watched.since = reads, now
+            return Peek.DATA, None
+        if now - watched.since < IDLE_BEFORE_TAKING:
+            return Peek.DATA, None
+        target.take_unread_in_loop(watched.sock)
+        return target.peek_in_loop(watched.sock)
 
     def _rearm_in_loop(self, watched: Watched) -> None:
         if not watched.dropped and not watched.registered:

@@ -37,7 +37,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 from ._platform import MSG_DONTWAIT, deadline_wait
-from ._state import State
+from ._state import PEER_ENDED, Read, State
 from .errors import BrokenSocketError, PysockError, SocketClosedError, SocketTimeout
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class StreamIO:
         _write_ok: bool
         _read_error: Optional[BaseException]
         _write_error: Optional[BaseException]
-        _peer_eof: bool
+        _read_side: Read
         _reading: bool
         _writing: bool
         _release_pending: bool
@@ -92,7 +92,6 @@ class StreamIO:
         A failure other than a timeout is parked, with 0 returned (module docstring).
         """
         self._reading = True
-        self.raw_reads += 1
         try:
             if not self._read_ok:
                 nbytes = self._read_after_break(buffer)
@@ -118,6 +117,9 @@ class StreamIO:
         except KeyboardInterrupt as exc:  # Ctrl-C inside recv(): nothing was received.
             return self.park(exc)
         finally:
+            # Counted once the read is over: a read that waits when the idle watch
+            # looks still counts as the one that takes the bytes it then finds.
+            self.raw_reads += 1
             self._reading = False
             if self._release_pending:
                 self._after_call()
@@ -147,7 +149,7 @@ class StreamIO:
             return 0
         if not self._read_ok:  # Woken by our own shutdown: close() or readable.close().
             raise afresh(self._read_error or SocketClosedError("the socket is closed"))
-        if not self._peer_eof:
+        if self._read_side not in PEER_ENDED:
             reset = self.reset_seen()
             if reset is not None:
                 raise self._broken_by(reset)

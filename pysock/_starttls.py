@@ -19,7 +19,7 @@ from typing import Final, Optional
 from ._connection import Connection
 from ._options import Options
 from ._platform import CAN_BLOCK, MSG_DONTWAIT
-from ._state import State
+from ._state import State, upgrade_refusal
 from ._tls import TlsConnection
 from .errors import StartTlsError
 
@@ -68,12 +68,11 @@ def start_tls(
 
 
 def _check_upgradable(old: Connection, unread: bytes) -> None:
-    if old.state is not State.OPEN or old.sock is None:
-        raise StartTlsError(f"start_tls(): the socket to {old.endpoint} is {old.state.value}")
+    refusal = upgrade_refusal(old.state, old._read_side, old._write_side)
+    if refusal is not None or old.sock is None:
+        raise StartTlsError(f"start_tls(): the socket to {old.endpoint} {refusal}")
     if old._reading or old._writing:
         raise StartTlsError("start_tls(): another thread is reading or writing this socket")
-    if old._peer_eof or old._write_done or old._reader_closed:
-        raise StartTlsError("start_tls(): the connection is half-closed")
     waiting = unread or _kernel_unread(old.sock)
     if waiting:
         old.close()

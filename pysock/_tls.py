@@ -60,7 +60,7 @@ from ._opening import tune
 from ._options import Options
 from ._peekwatch import UNREAD_LIMIT
 from ._platform import MSG_DONTWAIT
-from ._state import Event, State
+from ._state import Event, Read, State
 from .errors import BrokenSocketError, PysockError, SocketClosedError, TLSError
 
 __all__ = ["OP_IGNORE_UNEXPECTED_EOF", "TlsConnection", "default_context"]
@@ -337,7 +337,7 @@ class TlsConnection(Connection):
         reset after a clean close_notify (the peer refusing our own
         close_notify, say) ends the read side cleanly.
         """
-        if self._shut_rd:  # Our own readable.close() woke a reader: plain TCP rules.
+        if self._read_side is Read.WAKING:  # Our readable.close() woke a reader: TCP rules.
             super().on_hangup_in_loop(error, settled)
             return
         with self._lock:
@@ -354,7 +354,7 @@ class TlsConnection(Connection):
         Until `UNREAD_LIMIT` bytes of plaintext wait: past that, the rest stays
         in the kernel for the reader. `sock` is ours.
         """
-        if len(self._plain) < UNREAD_LIMIT and not self._shut_rd:
+        if len(self._plain) < UNREAD_LIMIT and self._read_side is Read.OPEN:
             self._examine_hangup_in_loop()
 
     def _examine_hangup_in_loop(self) -> None:
@@ -513,7 +513,6 @@ class TlsConnection(Connection):
 
     def recv_into(self, buffer: Any, deadline: Deadline = None) -> int:
         self._reading = True
-        self.raw_reads += 1
         try:
             if not self._read_ok:
                 if self._plain and isinstance(self._read_error, BrokenSocketError):
@@ -541,6 +540,9 @@ class TlsConnection(Connection):
         except KeyboardInterrupt as exc:  # Ctrl-C inside recv(): see pysock._rawio.
             return self.park(exc)
         finally:
+            # Counted once the read is over: a read that waits when the idle watch
+            # looks still counts as the one that takes the bytes it then finds.
+            self.raw_reads += 1
             self._reading = False
             if self._release_pending:
                 self._after_call()

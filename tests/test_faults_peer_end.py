@@ -11,6 +11,7 @@ from typing import Callable
 import pytest
 
 from pysock import BrokenSocketError
+from pysock._state import PEER_ENDED
 
 from .helpers import WAKE, drain, wait_until
 from .peers.faults import BIG_WRITE, Call, Transport, join_peers, raises_same, wait
@@ -135,7 +136,9 @@ def test_peer_end_of_an_idle_socket(
     with transport.connect(server.address, allow_half_open=allow_half_open) as sock:
         connection = sock._connection
         # Nobody reads: the selector thread sees the end.
-        wait_until(lambda: connection._peer_eof, "the selector thread to see the end")
+        wait_until(
+            lambda: connection._read_side in PEER_ENDED, "the selector thread to see the end"
+        )
         if allow_half_open:
             assert not sock.closed.done()
             sock.writable.write(b"my answer")

@@ -140,7 +140,7 @@ def test_a_fin_behind_unread_bytes_completes_closed_on_1000_idle_sockets(
     idle_sockets: tuple[list[Socket], list[socket.socket]],
 ) -> None:
     # The watch has seen the bytes (SETTLE) when the FIN comes behind them: `closed`
-    # completes with nobody reading, and the bytes stay readable (SPEC section 3).
+    # completes with nobody reading, and the bytes stay readable.
     sockets, peers = idle_sockets
     for peer in peers[::2]:
         peer.shutdown(socket.SHUT_WR)

@@ -1,7 +1,8 @@
 """Simulated platforms: the suite on Linux with Linux's features taken away.
 
-SPEC section 7: epoll, POLLRDHUP, TCP_INFO and MSG_DONTWAIT are optimisations
-with a portable fallback. This package proves the fallbacks on a Linux machine:
+pysock promises the same behaviour on every platform: epoll, POLLRDHUP,
+TCP_INFO and MSG_DONTWAIT are optimisations with a portable fallback. This
+package proves the fallbacks on a Linux machine:
 `sitecustomize` deletes the features a profile lacks from ``select``,
 ``socket`` and ``selectors`` when the interpreter starts, before pytest or
 pysock is imported, and ``python -m tests.portable`` (``make test-portable``)
