@@ -9,8 +9,9 @@ from ._body import SocketStream
 from ._guard import deny_private
 from ._info import SocketInfo, TLSInfo
 from ._options import SocketOptions
+from ._reader import SocketReader
 from ._socket import Socket, connect
-from ._streams import SocketReader, SocketWriter
+from ._writer import SocketWriter
 from .errors import (
     BrokenSocketError,
     ConnectError,

@@ -15,10 +15,11 @@ from ._connection import Connection
 from ._info import SocketInfo, TLSInfo
 from ._options import SocketOptions, check_timeout, check_tls_options, merge_options
 from ._rawio import afresh
+from ._reader import SocketReader
 from ._starttls import start_tls
 from ._state import TERMINAL, State
-from ._streams import SocketReader, SocketWriter
 from ._tls import TlsConnection
+from ._writer import SocketWriter
 from .errors import SocketClosedError, StartTlsError
 
 __all__ = ["Address", "Socket", "connect"]

@@ -13,7 +13,7 @@ from typing import Callable
 
 import pytest
 
-from pysock._streams import READ_BUFFER_SIZE
+from pysock._reader import READ_BUFFER_SIZE
 from pysock._tls import _CIPHER_BUFFER_SIZE, TlsConnection
 
 from .helpers import WAKE, drain

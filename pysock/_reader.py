@@ -1,7 +1,7 @@
-"""`SocketReader` and `SocketWriter`: the binary file-like halves of a socket.
+"""`SocketReader`: the readable half of a socket, a binary buffered file-like object.
 
-Theory of operation (reading)
-=============================
+Theory of operation
+===================
 
 The reader's buffering is `io.BufferedReader`'s own C code over a tiny raw
 object whose ``readinto`` is `Connection.recv_into`. Created on the first
@@ -39,20 +39,18 @@ from __future__ import annotations
 import io
 import socket
 import threading
-import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Optional, TypeVar
-
-from typing_extensions import Buffer
+from typing import TYPE_CHECKING, Any, Callable, Final, Optional, TypeVar
 
 from ._platform import MSG_DONTWAIT
 from ._rawio import afresh
+from ._separator import LINE_ENDS, check_separator, gather
 from .errors import IncompleteReadError, LimitOverrunError, SocketClosedError
 
 if TYPE_CHECKING:
     from ._connection import Connection
 
-__all__ = ["SocketReader", "SocketWriter"]
+__all__ = ["SocketReader"]
 
 _T = TypeVar("_T")
 
@@ -358,12 +356,12 @@ class SocketReader(io.BufferedIOBase):
         if type(sep) is bytes and type(limit) is int and 0 < len(sep) <= limit:
             separator = sep  # The usual call: checked in two type tests.
         else:
-            separator = _check_separator(sep, limit)
+            separator = check_separator(sep, limit)
         with self._lock:
             buffer = self._buffer  # Once: close() in another thread may drop it.
             if (
                 buffer is not None
-                and (separator in _LINE_ENDS or separator.find(b"\n") == len(separator) - 1)
+                and (separator in LINE_ENDS or separator.find(b"\n") == len(separator) - 1)
                 and (self._fast or self._timed())
             ):
                 # A separator whose only b"\n" ends it can only end at the stream's
@@ -387,7 +385,7 @@ class SocketReader(io.BufferedIOBase):
         buffer = self._begin(fresh)
         gathered = bytearray(self._take_stash())
         try:
-            found = _gather(buffer, gathered, separator, size, limit)
+            found = gather(buffer, gathered, separator, size, limit)
         except BaseException:
             self._keep([bytes(gathered)])
             raise
@@ -527,101 +525,6 @@ class SocketReader(io.BufferedIOBase):
         return f"<pysock.SocketReader {self._connection.endpoint} {state}>"
 
 
-class SocketWriter(io.BufferedIOBase):
-    """The writable side of a `Socket`: a binary file-like object.
-
-    `write()` returns once all bytes are handed to the kernel (a blocking write
-    is the backpressure). Writes from several threads are serialized.
-    """
-
-    def __init__(self, connection: Connection) -> None:
-        super().__init__()
-        self._connection = connection
-        self._lock = threading.Lock()
-        self._is_closed = False
-
-    def writable(self) -> bool:
-        return True
-
-    @property
-    def closed(self) -> bool:
-        return self._is_closed
-
-    def write(self, b: Buffer) -> int:
-        """Send all of `b` (any bytes-like object); return its length in bytes.
-
-        Raises:
-            TypeError: `b` is a str or not bytes-like.
-            SocketClosedError: your code closed the socket or this stream.
-            SocketTimeout: the ``timeout`` passed; an unknown amount was sent and
-                the socket is broken (``closed`` fails).
-            BrokenSocketError: the peer reset the connection or went away.
-        """
-        if type(b) is bytes:
-            nbytes = len(b)
-        elif isinstance(b, str):
-            raise TypeError("write() needs a bytes-like object, not str: encode it first")
-        else:
-            try:
-                with memoryview(b) as view:
-                    nbytes = view.nbytes
-                    contiguous = view.c_contiguous
-            except TypeError:
-                raise TypeError(
-                    f"write() needs a bytes-like object, not {type(b).__name__}"
-                ) from None
-            if not contiguous:  # Refused before a byte is sent: the socket stays usable.
-                raise TypeError("write() needs a contiguous buffer; copy it with bytes() first")
-        connection = self._connection
-        if connection._inherited:  # Before the lock: a parent thread may have held it.
-            raise afresh(connection._write_error or SocketClosedError("the socket is closed"))
-        with self._lock:
-            if self._is_closed:
-                raise SocketClosedError("the writable side is closed")
-            if nbytes:
-                timeout = connection.timeout
-                connection.send_all(b, None if timeout is None else time.monotonic() + timeout)
-            elif not connection._write_ok:
-                connection._check_writable(connection.call_deadline())
-        return nbytes
-
-    def writelines(self, lines: Iterable[Buffer]) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        """Nothing is buffered: every `write()` already reached the kernel."""
-        if self._is_closed:
-            raise SocketClosedError("the writable side is closed")
-        if self._connection._inherited:
-            raise SocketClosedError("this socket was inherited from the parent process")
-
-    def close(self) -> None:
-        """Half-close: the peer sees EOF, reading goes on; later writes raise."""
-        if self._is_closed:
-            return
-        self._connection.check_half_close()
-        self._is_closed = True
-        self._connection.shutdown_write(
-            SocketClosedError("the writable side was closed"), wait=True
-        )
-
-    def _detach_stream(self) -> None:
-        self._is_closed = True
-
-    def detach(self) -> io.RawIOBase:
-        raise io.UnsupportedOperation("a SocketWriter cannot be detached")
-
-    def __del__(self) -> None:
-        # Never closes anything (the connection's finalizer does); it only records
-        # that no code can write any more, for `SocketReader.close()`.
-        self._connection.writer_gone = True
-
-    def __repr__(self) -> str:
-        state = "closed" if self._is_closed else self._connection.shown_state()
-        return f"<pysock.SocketWriter {self._connection.endpoint} {state}>"
-
-
 def _check_size(size: Any) -> int:
     """None or a negative size is -1 ("all"); as in io, a bool is an int."""
     if size is None:
@@ -629,23 +532,6 @@ def _check_size(size: Any) -> int:
     if not isinstance(size, int):
         raise TypeError(f"size must be an int or None, not {type(size).__name__}")
     return int(size) if size >= 0 else -1
-
-
-# Separators whose only b"\n" ends them, known without a search.
-_LINE_ENDS: Final = frozenset({b"\n", b"\r\n"})
-
-
-def _check_separator(sep: Any, limit: Any) -> bytes:
-    """Check `readuntil`'s arguments; return the separator as bytes."""
-    if not isinstance(sep, (bytes, bytearray)):
-        raise TypeError(f"sep must be bytes, not {type(sep).__name__}")
-    if not sep:
-        raise ValueError("sep must not be empty")
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
-    if limit < len(sep):
-        raise ValueError("limit must be at least the length of sep")
-    return bytes(sep)
 
 
 def _bind(raw: _RawSocket, connection: Connection, untimed: bool) -> None:
@@ -674,38 +560,3 @@ def _copy_into(b: Any, read: Callable[[int], bytes]) -> int:
         data = read(len(target))
         target[: len(data)] = data
         return len(data)
-
-
-def _gather(
-    buffer: io.BufferedReader,
-    gathered: bytearray,
-    separator: bytes,
-    size: int,
-    limit: Optional[int],
-) -> int:
-    """Move bytes from `buffer` into `gathered` through `separator`; return its end or -1.
-
-    Stops at EOF, after `size` bytes (`size` >= 0), or past `limit` bytes. Only
-    ``peek`` touches the socket; ``read(k)`` of already-buffered bytes cannot fail.
-    """
-    end = gathered.find(separator)  # `gathered` starts as the stash: search all of it.
-    while end < 0:
-        if 0 <= size <= len(gathered):
-            return -1
-        if limit is not None and len(gathered) >= limit + len(separator):
-            return -1
-        data = buffer.peek(1)
-        if not data:
-            return -1
-        if size >= 0:
-            data = data[: size - len(gathered)]
-        search_from = max(0, len(gathered) - len(separator) + 1)
-        probe = gathered[search_from:] + data
-        index = probe.find(separator)
-        if index >= 0:
-            take = search_from + index + len(separator) - len(gathered)
-            gathered += buffer.read(take)
-            return len(gathered)
-        gathered += buffer.read(len(data))
-    # The separator was already in the stash; the caller puts back what follows it.
-    return end + len(separator)
