@@ -1,4 +1,4 @@
-"""TLS: an `ssl.SSLObject` over memory BIOs, driven by the caller's threads.
+"""TLS: a record layer without a socket (`TlsRecords`), and the socket beside it.
 
 Theory of operation
 ===================
@@ -7,26 +7,28 @@ OpenSSL forbids concurrent calls on one SSL object, yet pysock lets one thread
 read while another writes (a protocol client's reader and writer).
 ``ssl.SSLSocket`` cannot give that (its read and write share the SSL object
 *and* block inside OpenSSL), so a `TlsConnection` keeps the SSL object away
-from the socket: it talks to two `ssl.MemoryBIO`s, and pysock moves ciphertext
-between the BIOs and the socket itself. Three locks, each with one job:
+from the socket. Its record layer, a `pysock._records.TlsRecords` held in
+``_records``, is an SSL object over two `ssl.MemoryBIO`s that knows nothing
+of sockets; its lock (``_ssl_lock``) is held only for in-memory work, so a
+writer blocked on a full socket never stops a reader from decrypting and vice
+versa. This module moves ciphertext between the record layer and the socket,
+with two locks of its own, each with one job:
 
-* ``_ssl_lock`` guards the SSL object and both BIOs. It is held only for
-  non-blocking, in-memory work (encrypt, decrypt, handshake step), never
-  across a socket call, so a writer blocked on a full socket never stops a
-  reader from decrypting and vice versa.
 * ``_send_lock`` orders ciphertext on the wire. Whoever produces records
-  (a writer, or a reader answering a TLS 1.3 KeyUpdate) appends them to
-  ``_outq`` *under* ``_ssl_lock``, so the queue order is the order OpenSSL
-  produced them in; whoever holds ``_send_lock`` drains the queue. A thread
-  that finds the lock taken leaves its records to the holder, which re-checks
-  the queue after releasing it (no lost records).
+  (a writer, a reader answering a TLS 1.3 KeyUpdate, the closer) has them
+  appended to the record layer's ``outq`` in the order OpenSSL produced them;
+  whoever holds ``_send_lock`` drains the queue. A thread that finds the lock
+  taken leaves its records to the holder, which re-checks the queue after
+  releasing it (no lost records).
 * ``_sock_rlock`` makes the reader the only thread that pulls ciphertext from
   the socket; the selector thread takes it without blocking to drain an idle
   socket's last records when the peer hangs up.
 
-A read first asks the SSL object for plaintext, and only on
-``SSLWantReadError`` receives more ciphertext, so decrypted bytes that OpenSSL
-already holds are never missed by a wait on the socket.
+A read first asks the record layer for plaintext, and only when OpenSSL needs
+more receives ciphertext, handed in with the next decrypt: decrypted bytes
+that OpenSSL already holds are never missed by a wait on the socket, and the
+TCP EOF is handed in only after every whole record was read, which is what
+tells a close_notify from a truncation (`pysock._records`).
 
 The handshake runs on the selector thread (``opened`` completes after it);
 it is a few small flights, and each step is non-blocking. A TCP EOF without
@@ -35,14 +37,13 @@ it). `close()` enters CLOSED first and then sends close_notify as far as it
 fits at once, so no answer of the peer's can break a connection we closed.
 Our close_notify (the *farewell*) goes out after every record produced before
 it and never fails the writer that happens to send it. Before unwrap(),
-records already received are decrypted: SSL_shutdown would read and drop
-them, and over TLS 1.3 (half-close) they are still the peer's data.
+the record layer decrypts the records already received: SSL_shutdown would
+read and drop them, and over TLS 1.3 (half-close) they are still the peer's
+data.
 """
 
 from __future__ import annotations
 
-import collections
-import enum
 import errno
 import logging
 import os
@@ -55,11 +56,12 @@ from typing import Any, Final, Optional, Sequence
 from . import _loop
 from ._address import Endpoint
 from ._connection import Connection, Deadline
-from ._info import SocketInfo, TLSInfo, format_sockaddr
+from ._info import SocketInfo, format_sockaddr
 from ._opening import tune
 from ._options import Options
 from ._peekwatch import UNREAD_LIMIT
 from ._platform import MSG_DONTWAIT
+from ._records import Handshake, Records, TlsRecords, ragged_eof
 from ._state import Event, Read, State
 from .errors import BrokenSocketError, PysockError, SocketClosedError, TLSError
 
@@ -84,14 +86,6 @@ _log = logging.getLogger("pysock")
 
 _contexts: dict[Optional[tuple[str, ...]], ssl.SSLContext] = {}
 _contexts_lock = threading.Lock()
-
-
-class Records(enum.Enum):
-    """Where the peer's TLS records stand after decrypting all that arrived."""
-
-    MORE = "more may follow"
-    CLOSED = "the peer's close_notify came"
-    FAILED = "the stream failed: the SSL error is in _tls_failure"
 
 
 def default_context(alpn_protocols: Optional[Sequence[str]] = None) -> ssl.SSLContext:
@@ -125,16 +119,9 @@ class TlsConnection(Connection):
         "_farewell",
         "_handshake_out",
         "_handshaking",
-        "_incoming",
-        "_outgoing",
-        "_outq",
-        "_plain",
+        "_records",
         "_send_lock",
         "_sock_rlock",
-        "_ssl_lock",
-        "_sslobj",
-        "_tls_eof",
-        "_tls_failure",
     )
 
     def __init__(self, endpoint: Endpoint, options: Options) -> None:
@@ -147,25 +134,15 @@ class TlsConnection(Connection):
                 f"TLS over the Unix socket {endpoint} needs expected_server_hostname: "
                 "the name to verify the server's certificate against"
             )
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
         try:
-            self._sslobj = context.wrap_bio(
-                self._incoming, self._outgoing, server_hostname=hostname
-            )
+            self._records = TlsRecords(context, hostname, options.ignore_unexpected_eof)
         except (TypeError, UnicodeError) as exc:  # Caught by check_name(); a last guard.
             raise ValueError(f"the ssl module refuses the name {hostname!r}: {exc}") from exc
         super().__init__(endpoint, options)
-        self._ssl_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._sock_rlock = threading.Lock()
-        self._outq: collections.deque[bytes] = collections.deque()
         self._handshake_out = b""
         self._handshaking = False
-        self._plain = bytearray()  # Decrypted by the loop from an idle socket's last records.
-        self._tls_eof = False
-        # The first record-layer error: after it OpenSSL's answers are not the cause.
-        self._tls_failure: Optional[ssl.SSLError] = None
         self._close_notify_sent = False
         self._farewell = b""  # Our close_notify, sent after every record queued before it.
         self._cipher_buffer: Optional[memoryview] = None
@@ -202,22 +179,16 @@ class TlsConnection(Connection):
         if self.state is not State.CONNECTING or self.sock is None:
             return
         try:
-            with self._ssl_lock:
-                try:
-                    self._sslobj.do_handshake()
-                    done = True
-                except ssl.SSLWantReadError:
-                    done = False
-                finally:
-                    self._handshake_out += self._outgoing.read()
+            step, flight = self._records.handshake()
+            self._handshake_out += flight
             self._flush_handshake_in_loop()
         except (ssl.SSLError, OSError) as exc:
             self._handshake_failed(exc)
             return
-        if done and not self._handshake_out:
+        if step is Handshake.DONE and not self._handshake_out:
             self._handshake_done()
             return
-        events = 0 if done else selectors.EVENT_READ
+        events = 0 if step is Handshake.DONE else selectors.EVENT_READ
         if self._handshake_out:
             events |= selectors.EVENT_WRITE
         if in_loop:
@@ -249,11 +220,10 @@ class TlsConnection(Connection):
                 self._flush_handshake_in_loop()
             if events & selectors.EVENT_READ:
                 data = sock.recv(_CIPHER_BUFFER_SIZE)
-                with self._ssl_lock:
-                    if data:
-                        self._incoming.write(data)
-                    else:
-                        self._incoming.write_eof()
+                if data:
+                    self._records.feed(data)
+                else:
+                    self._records.feed_eof()
         except BlockingIOError:
             return
         except OSError as exc:
@@ -290,12 +260,10 @@ class TlsConnection(Connection):
             if self._in_selector:
                 _loop.get_loop().unwatch(sock)
                 self._in_selector = False
-        sslobj = self._sslobj
-        alpn = sslobj.selected_alpn_protocol()
-        cipher = sslobj.cipher()
+        tls = self._records.describe()
         try:
             info = SocketInfo(
-                format_sockaddr(sock.getpeername()), format_sockaddr(sock.getsockname()), alpn
+                format_sockaddr(sock.getpeername()), format_sockaddr(sock.getsockname()), tls.alpn
             )
             if self._blocking:
                 sock.setblocking(True)
@@ -307,18 +275,10 @@ class TlsConnection(Connection):
                 exc = cut
             self._handshake_failed(exc)
             return
-        self.tls = TLSInfo(
-            version=sslobj.version() or "",
-            cipher=cipher[0] if cipher else "",
-            alpn=alpn,
-            peer_certificate=dict(sslobj.getpeercert() or {}),
-            peer_certificate_der=sslobj.getpeercert(binary_form=True) or b"",
-        )
+        self.tls = tls
         self._handshaking = False
         if _log.isEnabledFor(logging.DEBUG):
-            _log.debug(
-                "%s: TLS %s, %s, ALPN %s", self.endpoint, self.tls.version, self.tls.cipher, alpn
-            )
+            _log.debug("%s: TLS %s, %s, ALPN %s", self.endpoint, tls.version, tls.cipher, tls.alpn)
         self._opened(sock, info)
 
     def on_ready_in_loop(self, events: int) -> None:
@@ -354,7 +314,7 @@ class TlsConnection(Connection):
         Until `UNREAD_LIMIT` bytes of plaintext wait: past that, the rest stays
         in the kernel for the reader. `sock` is ours.
         """
-        if len(self._plain) < UNREAD_LIMIT and self._read_side is Read.OPEN:
+        if self._records.unread < UNREAD_LIMIT and self._read_side is Read.OPEN:
             self._examine_hangup_in_loop()
 
     def _examine_hangup_in_loop(self) -> None:
@@ -378,8 +338,9 @@ class TlsConnection(Connection):
         finally:
             self._sock_rlock.release()
         if records is Records.FAILED:
-            assert self._tls_failure is not None
-            self._failed_by(self._tls_failure)
+            failure = self._records.failure
+            assert failure is not None
+            self._failed_by(failure)
         elif records is Records.CLOSED:
             self.on_peer_eof()
             if self.state is State.OPEN:  # allow_half_open: our write side is still open.
@@ -393,7 +354,7 @@ class TlsConnection(Connection):
             self._rewatch_in_loop()
 
     def _drain_idle_socket(self, sock: socket.socket) -> tuple[Records, Optional[OSError]]:
-        """Feed the SSL object what the kernel holds and decrypt it. Holds ``_sock_rlock``.
+        """Hand the record layer what the kernel holds and decrypt it. Holds ``_sock_rlock``.
 
         Returns ``(records, error)``: where the records stand (`Records`), and
         the OSError (a reset) that ended the byte stream, if any.
@@ -411,80 +372,10 @@ class TlsConnection(Connection):
             if not data:
                 at_fin = True
                 break
-            with self._ssl_lock:
-                self._incoming.write(data)
-        with self._ssl_lock:
-            if at_fin:
-                # Every whole record first: a close_notify must be seen before the
-                # EOF is written (see `_end_of_records`).
-                ended = self._decrypt_rest()
-                if ended is not Records.MORE:
-                    return ended, error
-                self._incoming.write_eof()
-            return self._decrypt_rest(), error
-
-    def _decrypt_rest(self) -> Records:
-        """Decrypt every record received into ``_plain``. Caller holds ``_ssl_lock``.
-
-        Returns where the records stand; FAILED leaves the SSL error (a TCP EOF
-        without close_notify, a bad record) in ``_tls_failure``.
-        """
-        if self._tls_eof:
-            return Records.CLOSED
-        if self._tls_failure is not None:
-            return Records.FAILED
-        while True:
-            try:
-                chunk = self._sslobj.read(_CIPHER_BUFFER_SIZE)
-            except ssl.SSLWantReadError:
-                return Records.MORE
-            except ssl.SSLZeroReturnError:
-                return self._records_ended()
-            except ssl.SSLError as exc:
-                if self._accepts_as_eof(exc):
-                    self._tls_eof = True
-                    return Records.CLOSED
-                self._tls_failure = exc
-                return Records.FAILED
-            finally:
-                self._queue_outgoing()
-            if not chunk:  # The ssl module reports a received close_notify as b"".
-                return self._records_ended()
-            self._plain += chunk
-
-    def _records_ended(self) -> Records:
-        """The SSL object says the records ended: CLOSED, or FAILED for a truncation."""
-        return Records.CLOSED if self._end_of_records() is None else Records.FAILED
-
-    def _end_of_records(self) -> Optional[ssl.SSLError]:
-        """The SSL object says the stream ended: a close_notify, or a TCP EOF passed off as one.
-
-        With ``OP_IGNORE_UNEXPECTED_EOF`` on the context (a user's context can
-        have it; Python 3.9's ``create_default_context()`` sets it), OpenSSL
-        reports a TCP EOF without close_notify as the end of the stream. pysock
-        writes the EOF into the SSL object only after every whole record was
-        read, so an end reported once the EOF is in (``_incoming.eof``) cannot be
-        a close_notify: it is the truncation, returned as the error it is.
-        Caller holds ``_ssl_lock``.
-        """
-        if self._incoming.eof and not self.options.ignore_unexpected_eof:
-            failure = ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol")
-            self._tls_failure = failure
-            return failure
-        self._tls_eof = True
-        return None
-
-    def _accepts_as_eof(self, exc: ssl.SSLError) -> bool:
-        """True for a TCP EOF without close_notify on a socket told to take it as the end.
-
-        Only with ``ignore_unexpected_eof=True`` (off by default: a truncation
-        attack looks exactly like it). The context's own
-        ``OP_IGNORE_UNEXPECTED_EOF`` never decides it, since Python 3.9 sets
-        that flag on every default context.
-        """
-        return self.options.ignore_unexpected_eof and (
-            isinstance(exc, ssl.SSLEOFError) or _reason(exc) == "UNEXPECTED_EOF_WHILE_READING"
-        )
+            self._records.feed(data)
+        # At the FIN every whole record is read before the EOF is written, so a
+        # close_notify among them is seen as one (see `pysock._records`).
+        return self._records.decrypt_all(eof=at_fin), error
 
     def _failed_by(self, exc: BaseException) -> PysockError:
         """An SSL error on the open connection: fail it, return the error to raise.
@@ -500,8 +391,7 @@ class TlsConnection(Connection):
         return self._fail_with(refusal, exc, PysockError)
 
     def _ragged_message(self, exc: BaseException) -> str:
-        # Python 3.9 reports the same event as a plain SSLError with this reason.
-        if isinstance(exc, ssl.SSLEOFError) or _reason(exc) == "UNEXPECTED_EOF_WHILE_READING":
+        if ragged_eof(exc):
             return (
                 f"TLS connection to {self.endpoint} ended without close_notify "
                 "(a truncation attack looks the same; for a server known to end so, "
@@ -514,23 +404,26 @@ class TlsConnection(Connection):
     def recv_into(self, buffer: Any, deadline: Deadline = None) -> int:
         self._reading = True
         try:
+            layer = self._records
             if not self._read_ok:
-                if self._plain and isinstance(self._read_error, BrokenSocketError):
+                if layer.unread and isinstance(self._read_error, BrokenSocketError):
                     # Whole records that came before a ragged EOF or a reset are the
                     # peer's data, as they are to a reader who was waiting: deliver
                     # them, then the error: no byte received is dropped.
-                    return self._take_plain(buffer)
+                    return layer.take_plain(buffer)
                 self._check_readable(deadline)
             if len(buffer) == 0:
                 return 0
             with self._sock_rlock:
+                # Handed in with the next decrypt: one trip through the lock per receive.
+                received: Optional[memoryview] = None
                 while True:
-                    nbytes = self._decrypt_into(buffer)
+                    nbytes = layer.decrypt_into(buffer, received)
                     if nbytes is not None:
                         return nbytes if nbytes else self._on_recv_eof(buffer)
-                    if self._outq:
+                    if layer.outq:
                         self._flush_nowait()
-                    self._receive_ciphertext(deadline)
+                    received = self._receive_ciphertext(deadline)
         except ssl.SSLError as exc:
             return self.park(self._failed_by(exc), exc)
         except PysockError as exc:  # A timeout too: the reader keeps what it gathered.
@@ -547,47 +440,12 @@ class TlsConnection(Connection):
             if self._release_pending:
                 self._after_call()
 
-    def _take_plain(self, buffer: Any) -> int:
-        with self._ssl_lock:
-            return self._pop_plain(buffer)
+    def _receive_ciphertext(self, deadline: Deadline) -> memoryview:
+        """Receive ciphertext, returned as a view of ``_cipher_buffer``: empty at the EOF.
 
-    def _pop_plain(self, buffer: Any) -> int:
-        """Move bytes the loop decrypted into `buffer`. Caller holds ``_ssl_lock``."""
-        count = min(len(buffer), len(self._plain))
-        buffer[:count] = self._plain[:count]
-        del self._plain[:count]
-        return count
-
-    def _decrypt_into(self, buffer: Any) -> Optional[int]:
-        """Plaintext into `buffer`: a count, 0 at close_notify, None to receive more first."""
-        with self._ssl_lock:
-            if self._plain:
-                return self._pop_plain(buffer)
-            if self._tls_eof:
-                return 0
-            if self._tls_failure is not None:
-                raise self._tls_failure
-            try:
-                nbytes: int = self._sslobj.read(len(buffer), buffer)  # type: ignore[assignment]
-            except ssl.SSLWantReadError:
-                return None
-            except ssl.SSLZeroReturnError:
-                nbytes = 0
-            except ssl.SSLError as exc:
-                if not self._accepts_as_eof(exc):
-                    self._tls_failure = exc
-                    raise
-                self._tls_eof = True
-                nbytes = 0
-            finally:
-                self._queue_outgoing()
-            if nbytes == 0:  # The ssl module reports a received close_notify as 0.
-                failure = self._end_of_records()
-                if failure is not None:
-                    raise failure
-            return nbytes
-
-    def _receive_ciphertext(self, deadline: Deadline) -> None:
+        The EOF comes only once OpenSSL asked for more, that is after every
+        whole record was read: the end-of-records judgement relies on it.
+        """
         view = self._cipher_buffer
         if view is None:
             view = self._cipher_buffer = memoryview(bytearray(_CIPHER_BUFFER_SIZE))
@@ -602,34 +460,22 @@ class TlsConnection(Connection):
             nbytes = self._recv_into_nonblocking(sock, view, deadline)
         if nbytes == 0 and not self._read_ok:
             raise self._read_error or SocketClosedError("the socket is closed")
-        with self._ssl_lock:
-            if nbytes:
-                self._incoming.write(view[:nbytes])
-            else:
-                self._incoming.write_eof()
+        return view[:nbytes]
 
     # -- writing (caller's thread) ----------------------------------------------------
 
     def _transmit(self, data: Any, deadline: Deadline) -> None:
         with memoryview(data) as view, view.cast("B") as octets:
             for start in range(0, len(octets), _WRITE_CHUNK):
-                with self._ssl_lock:
-                    try:
-                        self._sslobj.write(octets[start : start + _WRITE_CHUNK])
-                    finally:
-                        self._queue_outgoing()
+                self._records.encrypt(octets[start : start + _WRITE_CHUNK])
                 self._drain(deadline)
-
-    def _queue_outgoing(self) -> None:
-        """Move produced records to the send queue. Caller holds ``_ssl_lock``."""
-        if self._outgoing.pending:
-            self._outq.append(self._outgoing.read())
 
     def _drain(self, deadline: Deadline) -> None:
         """A writer sends the queue, blocking as a write may; then what others queued."""
         with self._send_lock:
             self._send_queued(deadline)
-        while (self._outq or self._farewell) and self._send_lock.acquire(blocking=False):
+        outq = self._records.outq
+        while (outq or self._farewell) and self._send_lock.acquire(blocking=False):
             try:
                 self._send_queued(deadline)
             finally:
@@ -639,8 +485,9 @@ class TlsConnection(Connection):
         """Send every queued record, then close_notify if it waits. Holds ``_send_lock``."""
         sock = self.sock
         assert sock is not None
-        while self._outq:
-            records = self._outq.popleft()
+        outq = self._records.outq
+        while outq:
+            records = outq.popleft()
             if self._blocking:
                 sock.sendall(records)
             else:
@@ -666,13 +513,14 @@ class TlsConnection(Connection):
         try:
             sock = self.sock
             assert sock is not None
-            while self._outq:
-                records = self._outq[0]
+            outq = self._records.outq
+            while outq:
+                records = outq[0]
                 sent = sock.send(records, MSG_DONTWAIT)
                 if sent < len(records):
-                    self._outq[0] = records[sent:]
+                    outq[0] = records[sent:]
                     return
-                self._outq.popleft()
+                outq.popleft()
             if self._farewell:
                 self._send_farewell_nowait(sock)
         except OSError:
@@ -718,24 +566,13 @@ class TlsConnection(Connection):
         if self._close_notify_sent or sock is None or self.tls is None:
             return
         self._close_notify_sent = True
-        with self._ssl_lock:
-            # SSL_shutdown would read, and drop, records already received (over
-            # TLS 1.3 they still count after our close_notify): decrypt them first.
-            self._decrypt_rest()
-            try:
-                self._sslobj.unwrap()
-            except ssl.SSLError:
-                pass  # SSLWantReadError: the peer's close_notify is not awaited.
-            # Every record produced before is in the queue already (producers
-            # queue under this lock): what unwrap() produced is close_notify alone.
-            close_notify = self._outgoing.read()
-            if wait:
-                self._outq.append(close_notify)  # Sent like a write's records.
-            else:
-                self._farewell = close_notify  # Best effort, never blocking anyone.
         if not wait:
+            # Best effort, never blocking anyone. Set before the flush: a sender
+            # holding `_send_lock` now looks for it after releasing it (`_drain`).
+            self._farewell = self._records.close_notify()
             self._flush_nowait()
             return
+        self._records.queue_close_notify()  # Sent like a write's records.
         try:
             with self._send_lock:
                 self._send_queued(self.call_deadline())

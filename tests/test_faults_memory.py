@@ -54,7 +54,8 @@ class _Peaks:
         self.rss = max(self.rss, _rss())
         if not isinstance(connection, TlsConnection):
             return
-        plain, incoming = len(connection._plain), connection._incoming.pending
+        records = connection._records
+        plain, incoming = records.unread, records._incoming.pending
         sock = connection.sock
         if sock is not None and sock.fileno() >= 0:
             rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
