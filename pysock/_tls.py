@@ -377,6 +377,24 @@ class TlsConnection(Connection):
         # close_notify among them is seen as one (see `pysock._records`).
         return self._records.decrypt_all(eof=at_fin), error
 
+    def _decrypt_after_break(self) -> None:
+        """Decrypt the records the kernel still holds for us after the connection broke.
+
+        A write timeout, or a reset a writer met, breaks the connection with
+        the peer's last records still queued in the kernel, unread: they are
+        its data, as plain TCP's `_read_after_break` reads them. The socket is
+        shut down by then, so this never waits. A partial last record stays
+        undecrypted: it cannot be authenticated.
+        """
+        sock = self.sock
+        if sock is None or self.state is not State.BROKEN:
+            return
+        with self._sock_rlock:
+            try:
+                self._drain_idle_socket(sock)
+            except OSError:
+                pass  # Closed meanwhile by close(): nothing left to read.
+
     def _failed_by(self, exc: BaseException) -> PysockError:
         """An SSL error on the open connection: fail it, return the error to raise.
 
@@ -406,11 +424,15 @@ class TlsConnection(Connection):
         try:
             layer = self._records
             if not self._read_ok:
-                if layer.unread and isinstance(self._read_error, BrokenSocketError):
-                    # Whole records that came before a ragged EOF or a reset are the
-                    # peer's data, as they are to a reader who was waiting: deliver
-                    # them, then the error: no byte received is dropped.
-                    return layer.take_plain(buffer)
+                if isinstance(self._read_error, BrokenSocketError):
+                    # Whole records that came before a ragged EOF, a reset or a
+                    # write timeout are the peer's data, as they are to a reader who
+                    # was waiting: deliver them, then the error: no byte received
+                    # is dropped.
+                    if not layer.unread:
+                        self._decrypt_after_break()
+                    if layer.unread:
+                        return layer.take_plain(buffer)
                 self._check_readable(deadline)
             if len(buffer) == 0:
                 return 0

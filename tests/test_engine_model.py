@@ -26,8 +26,7 @@ UPGRADED with its streams refusing.
 
 Left out: fork() (tests/test_process*.py cover it in child processes; forking
 the test runner per example would be neither fast nor quiet); TLS 1.2 (where
-writable.close() cannot half-close); and, over TLS, a write timeout with bytes
-unread (see `write_times_out`).
+writable.close() cannot half-close).
 """
 
 from __future__ import annotations
@@ -606,16 +605,9 @@ class EngineMachine(RuleBasedStateMachine):
         assert result == len(data)
         assert recv_exactly(self.peer_socket(), len(data)) == data
 
-    # Over TLS only with nothing unread: records still in the kernel when a write
-    # breaks the connection are not decrypted later, unlike plain TCP's bytes,
-    # which `_read_after_break` still reads.
-    @precondition(
-        lambda self: (
-            self.model.write_error is None
-            and self.model.state is State.OPEN
-            and not (self.model.tls and self.model.pending)
-        )
-    )
+    # Bytes still in the kernel when a write breaks the connection stay readable
+    # (plain TCP: `_read_after_break`; TLS: `_decrypt_after_break`).
+    @precondition(lambda self: self.model.write_error is None and self.model.state is State.OPEN)
     @rule()
     def write_times_out(self) -> None:
         """A write the peer does not read times out, and breaks the socket."""

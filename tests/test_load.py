@@ -216,8 +216,10 @@ def test_10000_idle_sockets_share_one_thread_and_all_see_the_peers_reset(fd_limi
             sync_loop()  # The loop has taken every new socket into its hang-up watch.
             assert held["open"] == IDLE_SOCKETS, held
             # One background thread for all of them; no per-socket or DNS threads.
-            assert _threads() == threads_before
-            assert len(os.listdir("/proc/self/task")) == tasks_before
+            # (Compared as "none added": an idle DNS worker left by an earlier test
+            # may end meanwhile.)
+            assert _threads() - threads_before == set()
+            assert len(os.listdir("/proc/self/task")) <= tasks_before
             names = [thread.name for thread in threading.enumerate()]
             assert names.count("pysock-selector") == 1, names
             rss = _memory_mib("VmRSS") - rss_before

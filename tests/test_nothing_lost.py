@@ -16,7 +16,7 @@ from typing import Callable
 import pytest
 import trustme
 
-from pysock import BrokenSocketError, Socket, SocketReader, connect
+from pysock import BrokenSocketError, Socket, SocketReader, SocketTimeout, connect
 
 from .helpers import LINGER_ZERO as _LINGER_ZERO
 from .peers.tcp import Server
@@ -284,3 +284,49 @@ def test_ignore_unexpected_eof_still_reports_a_reset(
     with sock:
         sock.writable.write(b"!")
         assert isinstance(sock.closed.exception(TIMEOUT), BrokenSocketError)
+
+
+def _unacknowledged(sock: socket.socket) -> int:
+    """Bytes sent on `sock` that the other end's kernel has not acknowledged (Linux)."""
+    import fcntl
+    import struct
+    import termios
+
+    return int(struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0" * 4))[0])
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_bytes_before_a_write_timeout_are_read_before_its_error(
+    serve: Callable[..., Server], tls_server: ssl.SSLContext, ca: trustme.CA, tls: bool
+) -> None:
+    # A write timeout breaks the connection (an unknown amount was sent), but what
+    # the peer had sent before is its data: reads return it, then raise.
+    arrived, done = threading.Event(), threading.Event()
+
+    def sends_then_never_reads(conn: socket.socket) -> None:
+        if tls:
+            conn = tls_server.wrap_socket(conn, server_side=True)
+        conn.sendall(DATA)
+        for _ in range(1000):  # Bounded: until the client's kernel holds every byte.
+            if _unacknowledged(conn) == 0:
+                arrived.set()
+                break
+            threading.Event().wait(0.005)
+        done.wait(TIMEOUT)
+        conn.close()
+
+    server = serve(sends_then_never_reads)
+    options = {"secure_transport": "on", "tls_context": client_context(ca)} if tls else {}
+    with connect(server.address, **options) as sock:  # type: ignore[arg-type]
+        try:
+            sock.opened.result(TIMEOUT)
+            assert arrived.wait(TIMEOUT)
+            sock.timeout = 0.2
+            with pytest.raises(SocketTimeout):
+                for _ in range(256):  # The peer never reads: both buffers fill up.
+                    sock.writable.write(bytes(1 << 20))
+            with pytest.raises(BrokenSocketError) as info:
+                sock.readable.read()
+            assert info.value.partial == DATA
+        finally:
+            done.set()
