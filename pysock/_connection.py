@@ -561,6 +561,11 @@ class Connection(Opening, StreamIO):
         if future is not None:
             _finish(future, result, error)
 
+    def upgrade_refusal(self) -> Optional[str]:
+        """Why `start_tls()` may not take this connection over (the UPGRADE guard), or None."""
+        refusal = upgrade_refusal(self.state, self._read_side, self._write_side)
+        return None if refusal is None else f"start_tls(): the socket to {self.endpoint} {refusal}"
+
     def take_over(self) -> socket.socket:
         """`start_tls()`: hand the stdlib socket to a new connection; this one is UPGRADED.
 
@@ -570,12 +575,14 @@ class Connection(Opening, StreamIO):
         """
         with self._lock:
             sock = self.sock
-            refusal = upgrade_refusal(self.state, self._read_side, self._write_side)
+            refusal = self.upgrade_refusal()
             if sock is None or refusal is not None:
                 # Broken, closed or half-closed since start_tls() checked it (the
                 # selector thread saw a reset or the FIN, another thread called
                 # close()): the guard of UPGRADE, under the lock this time.
-                raise StartTlsError(f"start_tls(): the socket to {self.endpoint} {refusal}")
+                raise StartTlsError(
+                    refusal or f"start_tls(): the socket to {self.endpoint} is gone"
+                )
             self._set_hangup_watch(None)  # The new connection watches once it opens.
             self.sock = None
         self._transition(Event.UPGRADE)

@@ -19,7 +19,7 @@ from typing import Final, Optional
 from ._connection import Connection
 from ._options import Options
 from ._platform import CAN_BLOCK, MSG_DONTWAIT
-from ._state import State, upgrade_refusal
+from ._state import State
 from ._tls import TlsConnection
 from .errors import StartTlsError
 
@@ -68,9 +68,10 @@ def start_tls(
 
 
 def _check_upgradable(old: Connection, unread: bytes) -> None:
-    refusal = upgrade_refusal(old.state, old._read_side, old._write_side)
-    if refusal is not None or old.sock is None:
-        raise StartTlsError(f"start_tls(): the socket to {old.endpoint} {refusal}")
+    refusal = old.upgrade_refusal()
+    if refusal is not None:
+        raise StartTlsError(refusal)
+    assert old.sock is not None  # OPEN: the socket is there until take_over().
     if old._reading or old._writing:
         raise StartTlsError("start_tls(): another thread is reading or writing this socket")
     waiting = unread or _kernel_unread(old.sock)
