@@ -132,7 +132,7 @@ class SocketStream:
 def _wait_opened(sock: Socket) -> None:
     """Wait for `sock` to open, within its connect timeout; raise the opening's error."""
     connection = sock._connection
-    if connection._inherited:  # A forked child's copy: its opening is the parent's.
+    if connection.inherited:  # A forked child's copy: its opening is the parent's.
         raise SocketClosedError(f"{sock!r} was inherited from the parent process")
     timeout = connection.options.connect_timeout
     connection.wait_opened(None if timeout is None else time.monotonic() + timeout, "stream()")

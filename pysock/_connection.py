@@ -42,7 +42,7 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Final, Optional, TypeVar
+from typing import Any, Final, Optional, TypeVar, Union
 
 from . import _loop
 from ._address import Endpoint
@@ -53,14 +53,22 @@ from ._peekwatch import UNREAD_LIMIT
 from ._platform import CAN_BLOCK, TELLS_RESET_LATE, hung_up, peek_end, reset_error
 from ._rawio import Deadline, StreamIO, afresh
 from ._state import (
+    DESCRIPTOR_TRANSITIONS,
+    IN_HANGUP_SET,
+    IN_SELECTOR,
     PEER_ENDED,
     READ_TRANSITIONS,
     READER_CLOSED,
+    REGISTRATION_TRANSITIONS,
     TERMINAL,
     WRITE_TRANSITIONS,
+    Descriptor,
+    DescriptorEvent,
     Event,
     Read,
     ReadEvent,
+    Registration,
+    RegistrationEvent,
     State,
     Write,
     WriteEvent,
@@ -80,6 +88,9 @@ from .errors import (
 __all__ = ["Connection", "Deadline"]
 
 _E = TypeVar("_E", bound=BaseException)
+# A future's slot: None, then the outcome ``(result, error)`` or, once asked
+# for, the future itself.
+_Lazy = Union[None, tuple[Any, Optional[BaseException]], "concurrent.futures.Future[Any]"]
 
 _live: weakref.WeakSet[Connection] = weakref.WeakSet()
 # At DEBUG: connects, TLS sessions and how each connection ended. The only
@@ -98,28 +109,22 @@ class Connection(Opening, StreamIO):
     # Slots: an idle connection must stay small (docs/performance.md, 10,000 idle sockets).
     __slots__ = (
         "__weakref__",
-        "_abort",
         "_addresses",
         "_attempts",
         "_blocking",
         "_closed_future",
-        "_closed_outcome",
-        "_closing",
         "_connect_deadline",
         "_deadline_timer",
+        "_descriptor",
         "_errors",
-        "_generation",
-        "_hangup_watched",
-        "_in_selector",
-        "_inherited",
         "_lock",
         "_opened_future",
-        "_opened_outcome",
         "_parked",
         "_read_error",
         "_read_ok",
         "_read_side",
         "_reading",
+        "_registration",
         "_release_pending",
         "_reset_error",
         "_stagger_timer",
@@ -144,12 +149,10 @@ class Connection(Opening, StreamIO):
         self.endpoint = endpoint
         self.options = options
         self.state = State.CONNECTING
-        # The futures are created on first use (each costs about 1.4 KiB); the
-        # outcome is kept until then.
-        self._opened_future: Optional[concurrent.futures.Future[SocketInfo]] = None
-        self._opened_outcome: Optional[tuple[Optional[SocketInfo], Optional[BaseException]]] = None
-        self._closed_future: Optional[concurrent.futures.Future[None]] = None
-        self._closed_outcome: Optional[tuple[None, Optional[BaseException]]] = None
+        # The futures are created on first use (each costs about 1.4 KiB): until
+        # then the slot keeps the outcome, if there is one (`_complete`).
+        self._opened_future: _Lazy = None
+        self._closed_future: _Lazy = None
         self.reader_ref: Optional[weakref.ref[Any]] = None
         # Raw reads made so far: the idle watch without epoll tells a socket that
         # a thread reads from one whose bytes wait unread (pysock._peekwatch).
@@ -158,7 +161,6 @@ class Connection(Opening, StreamIO):
         self.sock: Optional[socket.socket] = None
         self.info: Optional[SocketInfo] = None
         self._lock = threading.Lock()
-        self._generation = _loop.fork_generation()
         # Fast-path flags: True while the direction may be used without further checks.
         self._read_ok = False
         self._write_ok = False
@@ -170,15 +172,15 @@ class Connection(Opening, StreamIO):
         # fast-path flags above from them and the state.
         self._read_side = Read.OPEN
         self._write_side = Write.OPEN
-        self._closing = False
-        self._abort = False
-        self._inherited = False
-        # The descriptor hand-off (module docstring).
+        # Who holds the descriptor, and where the loop watches it (pysock._state).
+        self._descriptor = Descriptor.HELD
+        self._registration = Registration.UNWATCHED
+        # The descriptor hand-off (module docstring): a call is inside the
+        # descriptor; and, derived from `_descriptor` by `_hand`, the last call
+        # out closes it (read on every call's way out, so one attribute).
         self._reading = False
         self._writing = False
         self._release_pending = False
-        self._in_selector = False
-        self._hangup_watched = False
         self._attempts: tuple[Attempt, ...] = ()
         self._stagger_timer: Optional[_loop.Timer] = None
         self._via: Optional[str] = None  # The destination a proxy is asked for.
@@ -217,7 +219,7 @@ class Connection(Opening, StreamIO):
             _log.debug(
                 "%s: open, %s -> %s", self.endpoint, info.local_address, info.remote_address
             )
-        self._complete("_opened_future", "_opened_outcome", info, None)
+        self._complete("_opened_future", info, None)
         if self._write_side is Write.DONE:
             self._send_eof()
         self._maybe_finish()
@@ -241,7 +243,10 @@ class Connection(Opening, StreamIO):
         if cause is not None:
             error.__cause__ = cause
         if self._transition(Event.OPEN_FAILED, error):
-            self._release()
+            with self._lock:
+                released = self._hand(DescriptorEvent.RELEASE)
+            if released:
+                self._release()
 
     # -- the loop's view of an open socket ------------------------------------------
 
@@ -252,17 +257,48 @@ class Connection(Opening, StreamIO):
         (`pysock._loop.HANGUP_GRACE`), so short-lived connections never pay for it.
         """
         sock = self.sock
-        if sock is None or self._generation != _loop.fork_generation():
+        if sock is None or self._descriptor is Descriptor.INHERITED:
             return  # Never touch the parent's epoll set from a forked child.
         loop = _loop.get_loop()
         if mask is None:
-            if self._hangup_watched:
+            if self._registration in IN_HANGUP_SET:
                 loop.unwatch_hangup_threadsafe(sock)
-                self._hangup_watched = False
+                self._watched(RegistrationEvent.UNWATCH_HANGUP)
         elif self.state is State.OPEN:
-            self._hangup_watched = loop.watch_hangup_threadsafe(sock, self, mask, defer)
-            if self._hangup_watched and loop.watches_in_selector:
-                self._in_selector = True  # The descriptor now closes on the loop thread.
+            if loop.watch_hangup_threadsafe(sock, self, mask, defer):
+                self._watched(RegistrationEvent.WATCH_HANGUP)
+                if loop.watches_in_selector:  # The descriptor now closes on the loop thread.
+                    self._watched(RegistrationEvent.ENTER_SELECTOR)
+            else:
+                self._watched(RegistrationEvent.UNWATCH_HANGUP)
+
+    def _watched(self, event: RegistrationEvent) -> None:
+        """One step of the registration machine (`pysock._state.Registration`). Holds ``_lock``."""
+        self._registration = REGISTRATION_TRANSITIONS.get(
+            (self._registration, event), self._registration
+        )
+
+    @property
+    def in_selector(self) -> bool:
+        """Whether the loop's selector holds the descriptor: it then closes on the loop thread."""
+        return self._registration in IN_SELECTOR
+
+    def _hand(self, event: DescriptorEvent) -> bool:
+        """One step of the descriptor's machine (`pysock._state.Descriptor`). Holds ``_lock``.
+
+        Returns False when `event` does not apply (released or handed off already).
+        """
+        new = DESCRIPTOR_TRANSITIONS.get((self._descriptor, event))
+        if new is None:
+            return False
+        self._descriptor = new
+        self._release_pending = new is Descriptor.LAST_OUT
+        return True
+
+    @property
+    def inherited(self) -> bool:
+        """A forked child's copy of a parent's connection (see `inherited_in_child`)."""
+        return self._descriptor is Descriptor.INHERITED
 
     def on_ready_in_loop(self, events: int) -> None:
         """Selector callback; plain TCP watches only its attempts (`Attempt`), not itself."""
@@ -323,7 +359,7 @@ class Connection(Opening, StreamIO):
         socket, with a zero-timeout poll, before anything acts on it.
         """
         sock = self.sock
-        if not self._hangup_watched or sock is None:
+        if self._registration not in IN_HANGUP_SET or sock is None:
             return None
         ended, error = hung_up(sock)
         if error is not None:  # Consumed by the check: kept for whoever judges the end.
@@ -363,7 +399,7 @@ class Connection(Opening, StreamIO):
 
     def _rewatch_in_loop(self) -> None:
         with self._lock:
-            if self.state is State.OPEN and not self._hangup_watched:
+            if self.state is State.OPEN and self._registration not in IN_HANGUP_SET:
                 ended = self._read_side in PEER_ENDED
                 mask = _loop.HANGUP_ERRORS_ONLY if ended else _loop.HANGUP_WITH_EOF
                 self._set_hangup_watch(mask)
@@ -454,13 +490,16 @@ class Connection(Opening, StreamIO):
         """The FINISHED rule (`pysock._state.finishes`), checked after each half-close."""
         if not finishes(self._read_side, self._write_side) or not self._transition(Event.FINISHED):
             return
-        if self._read_side in READER_CLOSED and not self._closing:
-            self._closing = True
+        if self._read_side not in READER_CLOSED:
+            return
+        with self._lock:
+            released = self._hand(DescriptorEvent.RELEASE)
+        if released:
             self._release()  # Nothing is left to read: give the descriptor back now.
 
     def _shutdown_sock(self, how: int) -> None:
         sock = self.sock
-        if sock is None or self._generation != _loop.fork_generation():
+        if sock is None or self._descriptor is Descriptor.INHERITED:
             return  # Never shut down a connection inherited from the parent process.
         try:
             sock.shutdown(how)
@@ -493,12 +532,12 @@ class Connection(Opening, StreamIO):
                 exc = error or SocketClosedError(
                     f"the socket was closed while connecting to {self.endpoint}"
                 )
-                self._complete("_opened_future", "_opened_outcome", None, exc)
+                self._complete("_opened_future", None, exc)
         if new is State.BROKEN:
             broken = error or BrokenSocketError("the connection broke")
-            self._complete("_closed_future", "_closed_outcome", None, broken)
+            self._complete("_closed_future", None, broken)
         elif new in TERMINAL:
-            self._complete("_closed_future", "_closed_outcome", None, None)
+            self._complete("_closed_future", None, None)
         if new is not State.OPEN and _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "%s: %s -> %s (%s)%s",
@@ -518,48 +557,55 @@ class Connection(Opening, StreamIO):
         ``_read_error``/``_write_error``, set no later under the same lock.
         """
         self.state = state
-        self._read_ok = may_read(state, self._read_side) and not self._inherited
-        self._write_ok = may_write(state, self._write_side) and not self._inherited
+        inherited = self._descriptor is Descriptor.INHERITED
+        self._read_ok = may_read(state, self._read_side) and not inherited
+        self._write_ok = may_write(state, self._write_side) and not inherited
 
     # -- the futures, created on first use ------------------------------------------------
 
     @property
     def opened(self) -> concurrent.futures.Future[SocketInfo]:
         future = self._opened_future
-        if future is None:
-            future = self._created_future("_opened_future", "_opened_outcome")
+        if type(future) is not concurrent.futures.Future:
+            future = self._created_future("_opened_future")
         return future
 
     @property
     def closed(self) -> concurrent.futures.Future[None]:
         future = self._closed_future
-        if future is None:
-            future = self._created_future("_closed_future", "_closed_outcome")
+        if type(future) is not concurrent.futures.Future:
+            future = self._created_future("_closed_future")
         return future
 
-    def _created_future(self, future_slot: str, outcome_slot: str) -> Any:
-        """Create the future in `future_slot` on first use, completed with the outcome so far."""
+    def _created_future(self, slot: str) -> Any:
+        """Create the future in `slot` on first use, completed with the outcome kept there."""
         with self._lock:
-            future = getattr(self, future_slot)
-            if future is None:
-                future = concurrent.futures.Future()
-                setattr(self, future_slot, future)
-                outcome = getattr(self, outcome_slot)
-                if outcome is not None:
-                    _finish(future, *outcome)
+            held = getattr(self, slot)
+            if type(held) is concurrent.futures.Future:
+                return held  # Another thread created it first.
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            setattr(self, slot, future)
+            if held is not None:
+                # Under the lock, so that no later outcome comes first; a new
+                # future has no callbacks that could call back into the socket.
+                _finish(future, *held)
         return future
 
-    def _complete(
-        self, future_slot: str, outcome_slot: str, result: Any, error: Optional[BaseException]
-    ) -> None:
-        """Record the first outcome; complete the future if it exists (outside the lock)."""
+    def _complete(self, slot: str, result: Any, error: Optional[BaseException]) -> None:
+        """Record the first outcome, or complete the future (outside the lock) if it exists.
+
+        Each future has one outcome: `pysock._state` lets only one event leave
+        CONNECTING, and every terminal state after the first completes
+        ``closed`` with the same None.
+        """
         with self._lock:
-            if getattr(self, outcome_slot) is not None:
+            held = getattr(self, slot)
+            if held is None:
+                setattr(self, slot, (result, error))
                 return
-            setattr(self, outcome_slot, (result, error))
-            future = getattr(self, future_slot)
-        if future is not None:
-            _finish(future, result, error)
+            if type(held) is not concurrent.futures.Future or held.done():
+                return  # The first outcome stays.
+        _finish(held, result, error)
 
     def upgrade_refusal(self) -> Optional[str]:
         """Why `start_tls()` may not take this connection over (the UPGRADE guard), or None."""
@@ -585,13 +631,14 @@ class Connection(Opening, StreamIO):
                 )
             self._set_hangup_watch(None)  # The new connection watches once it opens.
             self.sock = None
+            # Nothing is left for close() or the finalizer to release.
+            self._hand(DescriptorEvent.HAND_OFF)
         self._transition(Event.UPGRADE)
-        self._closing = True  # Nothing is left for close() or the finalizer to release.
         return sock
 
     def close(self) -> None:
         """Close both directions now; wake blocked callers; idempotent."""
-        if self._inherited:
+        if self._descriptor is Descriptor.INHERITED:
             # The child's view only: ``closed`` is done, as after any close(); the
             # descriptor (the child's copy, closed at the fork) and the peer are
             # the parent's and untouched.
@@ -601,15 +648,19 @@ class Connection(Opening, StreamIO):
         with self._lock:
             # Whatever ended the connection before, from now on your code closed it.
             self._read_error = self._write_error = SocketClosedError("the socket is closed")
-            if self._closing:
+            if not self._hand(DescriptorEvent.RELEASE):
                 return
-            self._closing = True
             # A reader woken by our shutdown(SHUT_RD) drains what the peer sent
             # meanwhile, so the descriptor closes with nothing unread and the kernel
             # sends a FIN, not the RST a close with unread data gets: a peer blocked
             # sending to our zero window would then wait for FIN_WAIT2's timeout (60
-            # s). Abort as a plain close with unread data would.
-            self._abort = self._reading and self._read_side not in PEER_ENDED
+            # s). Abort as a plain close with unread data would. SO_LINGER acts only
+            # when the descriptor closes, so it is set now, while it is surely open.
+            if self._reading and self._read_side not in PEER_ENDED and self.sock is not None:
+                try:
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
+                except OSError:
+                    pass  # Already reset: nothing to abort.
         self._release()
 
     def _broken_by(self, exc: BaseException, message: Optional[str] = None) -> BrokenSocketError:
@@ -633,12 +684,12 @@ class Connection(Opening, StreamIO):
 
     def _release(self) -> None:
         """Give the descriptor back once no watch holds it and no call is inside it."""
-        if self._generation != _loop.fork_generation():
+        if self._descriptor is Descriptor.INHERITED:
             return
         with self._lock:
             # First: our own shutdown below must not look like the peer's FIN.
             self._set_hangup_watch(None)
-            in_selector = self._in_selector
+            in_selector = self._registration in IN_SELECTOR
         if self._reading or self._writing:
             self._shutdown_sock(socket.SHUT_RDWR)  # Wake them; the last one out closes.
         if in_selector:
@@ -647,7 +698,7 @@ class Connection(Opening, StreamIO):
                 loop.call_soon_threadsafe(self._release_in_loop)
                 return
             with self._lock:  # A finalizer at exit: the loop stopped, nothing watches.
-                self._in_selector = False
+                self._watched(RegistrationEvent.LEAVE_SELECTOR)
         self._release_now()
 
     def _release_in_loop(self) -> None:
@@ -655,21 +706,17 @@ class Connection(Opening, StreamIO):
         with self._lock:
             for sock in self._descriptors():
                 loop.unwatch(sock)
-            self._in_selector = False
+            self._watched(RegistrationEvent.LEAVE_SELECTOR)
         self._release_now()
 
     def _release_now(self) -> None:
-        self._release_pending = True
+        with self._lock:
+            self._hand(DescriptorEvent.LET_GO)
+        # The flag above first, then the calls' flags (module docstring).
         if not (self._reading or self._writing):
             self._close_descriptors()
 
     def _close_descriptors(self) -> None:
-        sock = self.sock
-        if sock is not None and self._abort:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
-            except OSError:
-                pass  # Already reset: nothing to abort.
         for sock in self._descriptors():
             sock.close()
 
@@ -691,7 +738,7 @@ class Connection(Opening, StreamIO):
     def inherited_in_child(self) -> None:
         """After fork(), in the child: this connection belongs to the parent."""
         self._lock = threading.Lock()  # A parent thread may have held the old one.
-        self._inherited = True
+        self._hand(DescriptorEvent.INHERIT)
         self._read_ok = self._write_ok = False
         self._read_error = self._write_error = SocketClosedError(
             "this socket was inherited from the parent process; open a new one in the child"
@@ -705,9 +752,9 @@ class Connection(Opening, StreamIO):
             sock.close()
 
     def __del__(self) -> None:
-        if _loop is None or not hasattr(self, "_closing"):  # Interpreter exit; half-built.
+        if _loop is None or not hasattr(self, "_descriptor"):  # Interpreter exit; half-built.
             return
-        if self._inherited or self._closing:
+        if self._descriptor is not Descriptor.HELD:  # Released, handed off or inherited.
             return
         if self.state not in TERMINAL:
             message = f"unclosed pysock socket to {self.endpoint}"

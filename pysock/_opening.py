@@ -46,7 +46,7 @@ from . import _loop
 from ._guard import deny_private, private_reason
 from ._info import SocketInfo, format_sockaddr, socket_info
 from ._proxy import Handshake, ProxyConfig, ProxyRefused, handshake_for
-from ._state import State
+from ._state import RegistrationEvent, State
 from ._workers import Workers
 from .errors import ConnectError, SocketTimeout
 
@@ -123,7 +123,10 @@ class Opening:
         state: State
         _lock: threading.Lock
         _blocking: bool
-        _in_selector: bool
+
+        @property
+        def in_selector(self) -> bool: ...
+
         _attempts: tuple[Attempt, ...]
         _addresses: list[tuple[int, Sockaddr]]
         _errors: list[OSError]
@@ -133,6 +136,7 @@ class Opening:
         _via: Optional[str]
 
         def _opened(self, sock: socket.socket, info: SocketInfo) -> None: ...
+        def _watched(self, event: RegistrationEvent) -> None: ...
         def on_ready_in_loop(self, events: int) -> None: ...
         def on_hangup_in_loop(self, error: Optional[OSError] = None) -> None: ...
         def _fail_open(
@@ -322,7 +326,7 @@ class Opening:
 
     def _hand_to_loop(self, attempt: Attempt, in_loop: bool) -> None:
         with self._lock:  # From now on close() releases the descriptors on the loop.
-            self._in_selector = True
+            self._watched(RegistrationEvent.ENTER_SELECTOR)
         if in_loop:
             self._watch_attempt_in_loop(attempt)
         else:
@@ -378,7 +382,7 @@ class Opening:
         _log.debug("%s: connect attempt to %s failed: %s", self.endpoint, target, exc)
         with self._lock:
             self._attempts = tuple(a for a in self._attempts if a is not attempt)
-            if self._in_selector:
+            if self.in_selector:
                 _loop.get_loop().unwatch(attempt.sock)  # Only the loop thread watches.
         attempt.sock.close()
         self._errors.append(_with_target(exc, target))
@@ -395,7 +399,7 @@ class Opening:
                 loop = _loop.get_loop()
                 for other in (attempt, *losers):
                     loop.unwatch(other.sock)
-                self._in_selector = False
+                self._watched(RegistrationEvent.LEAVE_SELECTOR)
         if self._stagger_timer is not None:
             self._cancel_stagger()
         for loser in losers:  # Only a loop thread's attempts have rivals.
@@ -455,7 +459,7 @@ class Opening:
                 loop.watch(sock, events, attempt)
                 return
             loop.unwatch(sock)
-            self._in_selector = False
+            self._watched(RegistrationEvent.LEAVE_SELECTOR)
         _log.debug("%s: tunnel open through proxy %s", self.endpoint, proxy)
         self._connected(sock)
 

@@ -65,7 +65,10 @@ class StreamIO:
         tls: Optional[TLSInfo]
         timeout: Optional[float]
         _blocking: bool
-        _inherited: bool
+
+        @property
+        def inherited(self) -> bool: ...
+
         raw_reads: int
         _read_ok: bool
         _write_ok: bool
@@ -197,7 +200,7 @@ class StreamIO:
         return self._broken_by(exc)
 
     def _check_readable(self, deadline: Deadline) -> None:
-        if self.state is State.CONNECTING and not self._inherited:
+        if self.state is State.CONNECTING and not self.inherited:
             self.wait_opened(deadline, "read")
             if self._read_ok:
                 return
@@ -281,7 +284,7 @@ class StreamIO:
                 _wait(sock, True, deadline, "write", self.timeout)
 
     def _check_writable(self, deadline: Deadline) -> None:
-        if self.state is State.CONNECTING and not self._inherited:
+        if self.state is State.CONNECTING and not self.inherited:
             self.wait_opened(deadline, "write")
             if self._write_ok:
                 return

@@ -192,7 +192,7 @@ class Socket:
             TypeError, ValueError: a bad TLS option (nothing changed).
         """
         connection = self._connection
-        if connection._inherited:
+        if connection.inherited:
             raise SocketClosedError(f"{self!r} was inherited from the parent process")
         if connection.options.secure_transport != "starttls":
             raise StartTlsError(
@@ -232,7 +232,7 @@ class Socket:
             `OSError` from the system call.
         """
         connection = self._connection
-        if connection._inherited:
+        if connection.inherited:
             raise SocketClosedError(f"{self!r} was inherited from the parent process")
         if connection.state is State.CONNECTING:
             self.opened.exception(connection.options.connect_timeout)

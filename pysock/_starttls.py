@@ -19,7 +19,7 @@ from typing import Final, Optional
 from ._connection import Connection
 from ._options import Options
 from ._platform import CAN_BLOCK, MSG_DONTWAIT
-from ._state import State
+from ._state import RegistrationEvent, State
 from ._tls import TlsConnection
 from .errors import StartTlsError
 
@@ -57,7 +57,8 @@ def start_tls(
         raise
     # Still in the idle watch's selector, maybe, until the loop thread drops it
     # there: the descriptor closes on that thread, after the drop.
-    new._in_selector = old._in_selector
+    if old.in_selector:
+        new._watched(RegistrationEvent.ENTER_SELECTOR)
     timeout = options.connect_timeout
     new._connect_deadline = None if timeout is None else time.monotonic() + timeout
     if new._connect_deadline is not None:

@@ -29,6 +29,14 @@ an end), and FINISHED fires by rule (`finishes`) once both are over:
            OPEN --STOP_WAKING--> WAKING      (the EOF that follows is our own)
     write: OPEN --SHUT--> DONE
 
+Two more machines say who holds the descriptor, and where it is watched:
+
+    descriptor:   HELD --RELEASE--> RELEASING --LET_GO--> LAST_OUT
+                  HELD --HAND_OFF--> HANDED_OFF   (start_tls took the socket)
+                  any  --INHERIT--> INHERITED     (a forked child's copy)
+    registration: two independent facts, "in the hang-up set" and "in the
+                  loop's selector", as one of four values
+
 The diagrams in docs/design.md are generated from these tables
 (`mermaid`), and a test checks that they match.
 """
@@ -39,16 +47,24 @@ import enum
 from typing import Final, Optional, TypeVar
 
 __all__ = [
+    "DESCRIPTOR_TRANSITIONS",
+    "IN_HANGUP_SET",
+    "IN_SELECTOR",
     "PEER_ENDED",
     "READER_CLOSED",
     "READ_ENDED",
     "READ_TRANSITIONS",
+    "REGISTRATION_TRANSITIONS",
     "TERMINAL",
     "TRANSITIONS",
     "WRITE_TRANSITIONS",
+    "Descriptor",
+    "DescriptorEvent",
     "Event",
     "Read",
     "ReadEvent",
+    "Registration",
+    "RegistrationEvent",
     "State",
     "Write",
     "WriteEvent",
@@ -166,6 +182,92 @@ class WriteEvent(enum.Enum):
 WRITE_TRANSITIONS: Final[dict[tuple[Write, WriteEvent], Write]] = {
     (Write.OPEN, WriteEvent.SHUT): Write.DONE,
 }
+
+
+class Descriptor(enum.Enum):
+    """Who holds the descriptor, and who closes it (the close handshake).
+
+    Closing from another thread must wake a blocked call without closing the
+    descriptor under its feet (the number could be reused by an unrelated
+    file before that call returns): the descriptor is closed only once the
+    loop has let go of it and no call is inside it.
+    """
+
+    __hash__ = object.__hash__
+
+    HELD = "held"  # The connection's; a call may be inside it.
+    # close() or the end of both directions decided to give it back; the loop
+    # thread may still watch it (`Registration`), so it lets go first.
+    RELEASING = "releasing"
+    # Nothing watches it: the releaser closes it, or the last call out does.
+    LAST_OUT = "last out"
+    HANDED_OFF = "handed off"  # start_tls() gave it to a new connection.
+    # A forked child's copy: the descriptor and the peer are the parent's.
+    INHERITED = "inherited"
+
+
+class DescriptorEvent(enum.Enum):
+    __hash__ = object.__hash__
+
+    RELEASE = "release"  # close(), a failed opening, or FINISHED with nothing left to read.
+    LET_GO = "let go"  # Unwatched (on the loop thread when it held the descriptor).
+    HAND_OFF = "hand off"  # start_tls() took the socket.
+    INHERIT = "inherit"  # os.fork(): in the child.
+
+
+DESCRIPTOR_TRANSITIONS: Final[dict[tuple[Descriptor, DescriptorEvent], Descriptor]] = {
+    (Descriptor.HELD, DescriptorEvent.RELEASE): Descriptor.RELEASING,
+    (Descriptor.RELEASING, DescriptorEvent.LET_GO): Descriptor.LAST_OUT,
+    (Descriptor.HELD, DescriptorEvent.HAND_OFF): Descriptor.HANDED_OFF,
+    (Descriptor.HELD, DescriptorEvent.INHERIT): Descriptor.INHERITED,
+    (Descriptor.RELEASING, DescriptorEvent.INHERIT): Descriptor.INHERITED,
+    (Descriptor.LAST_OUT, DescriptorEvent.INHERIT): Descriptor.INHERITED,
+    (Descriptor.HANDED_OFF, DescriptorEvent.INHERIT): Descriptor.INHERITED,
+}
+
+
+class Registration(enum.Enum):
+    """Where the selector thread watches the descriptor.
+
+    Two facts, each changed by its own events: whether the idle hang-up watch
+    holds it (epoll, kqueue or the peek watch), and whether the loop's
+    selector does (a connect attempt, a proxy's tunnel, the TLS handshake,
+    or the peek watch, which uses the selector). A descriptor the selector
+    holds is closed on the loop thread, after the selector lets go of it.
+    """
+
+    __hash__ = object.__hash__
+
+    UNWATCHED = "unwatched"
+    HANGUP = "hang-up set"
+    SELECTOR = "selector"
+    BOTH = "hang-up set and selector"  # The peek watch: its hang-up set is the selector.
+
+
+class RegistrationEvent(enum.Enum):
+    __hash__ = object.__hash__
+
+    WATCH_HANGUP = "watch hang-up"
+    UNWATCH_HANGUP = "unwatch hang-up"
+    ENTER_SELECTOR = "enter selector"
+    LEAVE_SELECTOR = "leave selector"
+
+
+# Missing pairs change nothing: the event finds its registration in place
+# (a handshake re-registering for other events, an unwatch of nothing).
+REGISTRATION_TRANSITIONS: Final[dict[tuple[Registration, RegistrationEvent], Registration]] = {
+    (Registration.UNWATCHED, RegistrationEvent.WATCH_HANGUP): Registration.HANGUP,
+    (Registration.SELECTOR, RegistrationEvent.WATCH_HANGUP): Registration.BOTH,
+    (Registration.HANGUP, RegistrationEvent.UNWATCH_HANGUP): Registration.UNWATCHED,
+    (Registration.BOTH, RegistrationEvent.UNWATCH_HANGUP): Registration.SELECTOR,
+    (Registration.UNWATCHED, RegistrationEvent.ENTER_SELECTOR): Registration.SELECTOR,
+    (Registration.HANGUP, RegistrationEvent.ENTER_SELECTOR): Registration.BOTH,
+    (Registration.SELECTOR, RegistrationEvent.LEAVE_SELECTOR): Registration.UNWATCHED,
+    (Registration.BOTH, RegistrationEvent.LEAVE_SELECTOR): Registration.HANGUP,
+}
+
+IN_HANGUP_SET: Final = frozenset({Registration.HANGUP, Registration.BOTH})
+IN_SELECTOR: Final = frozenset({Registration.SELECTOR, Registration.BOTH})
 
 _S = TypeVar("_S", bound=enum.Enum)
 _E = TypeVar("_E", bound=enum.Enum)

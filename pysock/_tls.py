@@ -62,7 +62,7 @@ from ._options import Options
 from ._peekwatch import UNREAD_LIMIT
 from ._platform import MSG_DONTWAIT
 from ._records import Handshake, Records, TlsRecords, ragged_eof
-from ._state import Event, Read, State
+from ._state import Event, Read, RegistrationEvent, State
 from .errors import BrokenSocketError, PysockError, SocketClosedError, TLSError
 
 __all__ = ["OP_IGNORE_UNEXPECTED_EOF", "TlsConnection", "default_context"]
@@ -200,7 +200,7 @@ class TlsConnection(Connection):
         with self._lock:  # close() decides under this lock who releases the descriptor.
             if self.state is State.CONNECTING and self.sock is not None:
                 _loop.get_loop().watch(self.sock, events, self)
-                self._in_selector = True
+                self._watched(RegistrationEvent.ENTER_SELECTOR)
 
     def _flush_handshake_in_loop(self) -> None:
         sock = self.sock
@@ -257,9 +257,9 @@ class TlsConnection(Connection):
         sock = self.sock
         assert sock is not None
         with self._lock:
-            if self._in_selector:
+            if self.in_selector:
                 _loop.get_loop().unwatch(sock)
-                self._in_selector = False
+                self._watched(RegistrationEvent.LEAVE_SELECTOR)
         tls = self._records.describe()
         try:
             info = SocketInfo(
@@ -604,7 +604,7 @@ class TlsConnection(Connection):
     def close(self) -> None:
         # Enter CLOSED before close_notify goes out: the peer's answer to it (its own
         # close_notify, a FIN, a reset) must not look like a broken connection.
-        if not self._inherited and self._transition(Event.CLOSE):
+        if not self.inherited and self._transition(Event.CLOSE):
             self._send_close_notify(wait=False)
         super().close()
 

@@ -14,9 +14,10 @@ Each write holds ``_lock`` while `Connection.send_all` runs, so writes from
 several threads never interleave: one call's bytes reach the kernel
 together. ``writelines`` is one write per item, so another thread's write
 may come between two items. On a plain socket without a timeout `send_all`
-is the stdlib ``sendall()`` itself. ``_inherited`` is checked before the
-lock: in a forked child the lock may have been held by a parent thread,
-which will never release it there.
+is the stdlib ``sendall()`` itself. A forked child's copy is refused before
+the lock (the fast-path flag first, so an open socket pays one attribute):
+in the child the lock may have been held by a parent thread, which will
+never release it there.
 
 A timeout bounds the whole call, not each send: the deadline is taken once,
 at the start. The first write with a deadline switches the descriptor to
@@ -108,7 +109,7 @@ class SocketWriter(io.BufferedIOBase):
             if not contiguous:  # Refused before a byte is sent: the socket stays usable.
                 raise TypeError("write() needs a contiguous buffer; copy it with bytes() first")
         connection = self._connection
-        if connection._inherited:  # Before the lock: a parent thread may have held it.
+        if not connection._write_ok and connection.inherited:  # Before the lock: see above.
             raise afresh(connection._write_error or SocketClosedError("the socket is closed"))
         with self._lock:
             if self._is_closed:
@@ -128,7 +129,7 @@ class SocketWriter(io.BufferedIOBase):
         """Nothing is buffered: every `write()` already reached the kernel."""
         if self._is_closed:
             raise SocketClosedError("the writable side is closed")
-        if self._connection._inherited:
+        if self._connection.inherited:
             raise SocketClosedError("this socket was inherited from the parent process")
 
     def close(self) -> None:

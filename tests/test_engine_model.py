@@ -65,7 +65,7 @@ from pysock import (
     connect,
 )
 from pysock._connection import Connection
-from pysock._state import TERMINAL, TRANSITIONS, Event, State, next_state
+from pysock._state import TERMINAL, TRANSITIONS, Descriptor, Event, State, next_state
 
 from .helpers import WAKE, recv_exactly, reset, wait_until
 from .peers.tls import client_context, server_context
@@ -789,6 +789,21 @@ class EngineMachine(RuleBasedStateMachine):
         )
         if self.upgraded_from is not None:
             assert self.upgraded_from._connection.state is self.upgraded
+
+    @invariant()
+    def the_descriptor_is_given_back_once(self) -> None:
+        """`Descriptor`: held until the model releases it; given back by close() at once."""
+        connection = self.connection
+        with connection._lock:  # Stepped under it, maybe by the selector thread.
+            held = connection._descriptor
+            pending = connection._release_pending
+        assert pending == (held is Descriptor.LAST_OUT), (held, pending)
+        if not self.model.released:
+            assert held is Descriptor.HELD, held
+        if self.model.closed_by_us:
+            assert held in (Descriptor.RELEASING, Descriptor.LAST_OUT), held
+        if self.upgraded_from is not None:
+            assert self.upgraded_from._connection._descriptor is Descriptor.HANDED_OFF
 
     @invariant()
     def futures_agree_with_the_state(self) -> None:

@@ -14,16 +14,24 @@ from typing import Final
 import pytest
 
 from pysock._state import (
+    DESCRIPTOR_TRANSITIONS,
+    IN_HANGUP_SET,
+    IN_SELECTOR,
     PEER_ENDED,
     READ_ENDED,
     READ_TRANSITIONS,
     READER_CLOSED,
+    REGISTRATION_TRANSITIONS,
     TERMINAL,
     TRANSITIONS,
     WRITE_TRANSITIONS,
+    Descriptor,
+    DescriptorEvent,
     Event,
     Read,
     ReadEvent,
+    Registration,
+    RegistrationEvent,
     State,
     Write,
     WriteEvent,
@@ -42,6 +50,8 @@ EXPECTED: Final = {
     "lifecycle": mermaid(TRANSITIONS, State.CONNECTING),
     "read side": mermaid(READ_TRANSITIONS, Read.OPEN),
     "write side": mermaid(WRITE_TRANSITIONS, Write.OPEN),
+    "descriptor": mermaid(DESCRIPTOR_TRANSITIONS, Descriptor.HELD),
+    "registration": mermaid(REGISTRATION_TRANSITIONS, Registration.UNWATCHED),
 }
 
 
@@ -107,3 +117,48 @@ def test_finished_is_terminal_and_still_readable() -> None:
     assert may_read(State.FINISHED, Read.PEER_DONE)
     assert not may_read(State.CLOSED, Read.PEER_DONE)
     assert upgrade_refusal(State.FINISHED, Read.PEER_DONE, Write.DONE) == "is closed"
+
+
+def test_a_descriptor_is_released_once_and_never_taken_back() -> None:
+    assert step(DESCRIPTOR_TRANSITIONS, Descriptor.RELEASING, DescriptorEvent.RELEASE) is None
+    assert step(DESCRIPTOR_TRANSITIONS, Descriptor.LAST_OUT, DescriptorEvent.RELEASE) is None
+    assert step(DESCRIPTOR_TRANSITIONS, Descriptor.HANDED_OFF, DescriptorEvent.RELEASE) is None
+    # Only a held descriptor is handed to start_tls(); the loop lets go only of a released one.
+    assert {s for s, e in DESCRIPTOR_TRANSITIONS if e is DescriptorEvent.HAND_OFF} == {
+        Descriptor.HELD
+    }
+    assert {s for s, e in DESCRIPTOR_TRANSITIONS if e is DescriptorEvent.LET_GO} == {
+        Descriptor.RELEASING
+    }
+    # A fork makes any descriptor the parent's, and nothing leads back to HELD.
+    for state in Descriptor:
+        expected = None if state is Descriptor.INHERITED else Descriptor.INHERITED
+        assert step(DESCRIPTOR_TRANSITIONS, state, DescriptorEvent.INHERIT) is expected
+    assert Descriptor.HELD not in DESCRIPTOR_TRANSITIONS.values()
+
+
+@pytest.mark.parametrize(("hangup", "selector"), list(itertools.product([False, True], repeat=2)))
+def test_registration_is_two_independent_facts(hangup: bool, selector: bool) -> None:
+    (start,) = [
+        r for r in Registration if (r in IN_HANGUP_SET, r in IN_SELECTOR) == (hangup, selector)
+    ]
+
+    def after(event: RegistrationEvent) -> Registration:
+        return REGISTRATION_TRANSITIONS.get((start, event), start)
+
+    assert (
+        after(RegistrationEvent.WATCH_HANGUP) in IN_HANGUP_SET,
+        after(RegistrationEvent.WATCH_HANGUP) in IN_SELECTOR,
+    ) == (True, selector)
+    assert (
+        after(RegistrationEvent.UNWATCH_HANGUP) in IN_HANGUP_SET,
+        after(RegistrationEvent.UNWATCH_HANGUP) in IN_SELECTOR,
+    ) == (False, selector)
+    assert (
+        after(RegistrationEvent.ENTER_SELECTOR) in IN_HANGUP_SET,
+        after(RegistrationEvent.ENTER_SELECTOR) in IN_SELECTOR,
+    ) == (hangup, True)
+    assert (
+        after(RegistrationEvent.LEAVE_SELECTOR) in IN_HANGUP_SET,
+        after(RegistrationEvent.LEAVE_SELECTOR) in IN_SELECTOR,
+    ) == (hangup, False)
