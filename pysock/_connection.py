@@ -33,28 +33,23 @@ the lock is released so that their callbacks can call back into the socket.
 from __future__ import annotations
 
 import concurrent.futures
-import errno
 import logging
-import os
 import socket
 import struct
 import threading
-import time
 import warnings
 import weakref
 from typing import Any, Final, Optional, TypeVar, Union
 
-from . import _loop
+from . import _loop, _peerend
 from ._address import Endpoint
 from ._info import SocketInfo, TLSInfo
 from ._opening import Attempt, Opening, Sockaddr, reset_dns_after_fork
 from ._options import Options
-from ._peekwatch import UNREAD_LIMIT
-from ._platform import CAN_BLOCK, TELLS_RESET_LATE, hung_up, peek_end, reset_error
+from ._platform import CAN_BLOCK
 from ._rawio import Deadline, StreamIO, afresh
 from ._state import (
     DESCRIPTOR_TRANSITIONS,
-    IN_HANGUP_SET,
     IN_SELECTOR,
     PEER_ENDED,
     READ_TRANSITIONS,
@@ -97,9 +92,6 @@ _live: weakref.WeakSet[Connection] = weakref.WeakSet()
 # WARNING is `Socket.stream()`'s mid-response upstream failure, which a WSGI
 # server would otherwise drop. Never data, keys or certificates.
 _log = logging.getLogger("pysock")
-# Seconds before the selector thread looks again at a hang-up that a reader was
-# inside recv() for (it usually handles it first; this covers one just leaving).
-_HANGUP_RECHECK: Final = 0.05
 _LINGER_ABORT: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST.
 
 
@@ -250,28 +242,6 @@ class Connection(Opening, StreamIO):
 
     # -- the loop's view of an open socket ------------------------------------------
 
-    def _set_hangup_watch(self, mask: Optional[int], defer: bool = False) -> None:
-        """Add, change (`mask`) or remove (None) the idle hang-up watch. Holds ``_lock``.
-
-        `defer`: a new connection's watch reaches the kernel after a grace period
-        (`pysock._loop.HANGUP_GRACE`), so short-lived connections never pay for it.
-        """
-        sock = self.sock
-        if sock is None or self._descriptor is Descriptor.INHERITED:
-            return  # Never touch the parent's epoll set from a forked child.
-        loop = _loop.get_loop()
-        if mask is None:
-            if self._registration in IN_HANGUP_SET:
-                loop.unwatch_hangup_threadsafe(sock)
-                self._watched(RegistrationEvent.UNWATCH_HANGUP)
-        elif self.state is State.OPEN:
-            if loop.watch_hangup_threadsafe(sock, self, mask, defer):
-                self._watched(RegistrationEvent.WATCH_HANGUP)
-                if loop.watches_in_selector:  # The descriptor now closes on the loop thread.
-                    self._watched(RegistrationEvent.ENTER_SELECTOR)
-            else:
-                self._watched(RegistrationEvent.UNWATCH_HANGUP)
-
     def _watched(self, event: RegistrationEvent) -> None:
         """One step of the registration machine (`pysock._state.Registration`). Holds ``_lock``."""
         self._registration = REGISTRATION_TRANSITIONS.get(
@@ -303,125 +273,18 @@ class Connection(Opening, StreamIO):
     def on_ready_in_loop(self, events: int) -> None:
         """Selector callback; plain TCP watches only its attempts (`Attempt`), not itself."""
 
-    def on_hangup_in_loop(self, error: Optional[OSError] = None, settled: bool = False) -> None:
-        """Hang-up set callback: the peer sent FIN or reset, or an error came.
-
-        `error`: a reset the watch consumed to see the hang-up (a peek, where
-        the platform has no other way to tell). `settled`: this is the second
-        look at an end a writer was inside ``send()`` for (below).
-        """
-        with self._lock:
-            if error is not None:
-                self._reset_error = error
-            sock = self.hangup_confirmed()
-            if sock is None:
-                return
-            if self._reading and self._read_side is not Read.WAKING:
-                # A reset's error is reported once, to SO_ERROR or to recv(): a
-                # reader inside recv() meets the FIN or reset itself, unless it is
-                # just leaving. Look again shortly; epoll is level-triggered.
-                self._set_hangup_watch(None)
-                self._rewatch_later()
-                return
-            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if not code and self._reset_error is not None:
-                code = self._reset_error.errno or errno.ECONNRESET  # A peek took it.
-            if not code and self._write_side is Write.OPEN and reset_error(sock) is not None:
-                code = errno.ECONNRESET  # A writer's send() took the error first.
-            if not code and self._writing and not settled and not TELLS_RESET_LATE:
-                # A reset's error is reported once: a writer inside send() may just
-                # have taken it, and the socket now looks as a FIN leaves it. The
-                # writer reports a reset at once; look again shortly, then judge.
-                self._set_hangup_watch(None)
-                _loop.get_loop().call_later_in_loop(_HANGUP_RECHECK, self._settle_hangup_in_loop)
-                return
-            if code:
-                self._reset_error = OSError(code, os.strerror(code))  # For a late reader.
-            # EPOLLRDHUP is level-triggered: stop asking for it; keep watching for
-            # a reset while the write side is open.
-            self._set_hangup_watch(_loop.HANGUP_ERRORS_ONLY if not code else None)
-        if code:
-            self._broken_by(OSError(code, os.strerror(code)))
-        elif self._read_side is not Read.WAKING:
-            # After our own SHUT_RD (readable.close() waking a reader) epoll
-            # reports the same event: only then is a FIN not the peer's.
-            self.on_hangup_eof()
-
-    def _settle_hangup_in_loop(self) -> None:
-        self._rewatch_in_loop()  # Unless the writer reported the reset, or a close came.
-        self.on_hangup_in_loop(settled=True)
-
-    def hangup_confirmed(self) -> Optional[socket.socket]:
-        """The socket, if its hang-up event is real; None for a late one. Holds ``_lock``.
-
-        An event can come late, for a descriptor that was closed and reused
-        meanwhile (see `pysock._loop`): the hang-up is confirmed on our own
-        socket, with a zero-timeout poll, before anything acts on it.
-        """
-        sock = self.sock
-        if self._registration not in IN_HANGUP_SET or sock is None:
-            return None
-        ended, error = hung_up(sock)
-        if error is not None:  # Consumed by the check: kept for whoever judges the end.
-            self._reset_error = error
-        return sock if ended else None
-
-    def peek_in_loop(self, sock: socket.socket) -> tuple[str, Optional[OSError]]:
-        """The idle watch's peek (`pysock._peekwatch`): data, the end, or nothing.
-
-        Under ``_lock``, with the reset a peek consumes recorded before the lock
-        is released: a reader whose ``recv()`` returned 0 right after that peek
-        then finds it (`reset_seen`) instead of taking the reset for a FIN.
-        """
-        with self._lock:
-            answer, error = peek_end(sock)
-            if error is not None:
-                self._reset_error = error
-        return answer, error
-
-    def take_unread_in_loop(self, sock: socket.socket) -> None:
-        """Move the bytes an idle socket holds into the reader's stash (`pysock._peekwatch`).
-
-        `sock` is ours: while the watch holds it, it is closed only on the loop
-        thread, so it stays open while this runs.
-        """
-        reader = self.reader_ref() if self.reader_ref is not None else None
-        if reader is None or self.state is not State.OPEN or self._read_side is not Read.OPEN:
-            return
-        error = reader._take_unread_in_loop(sock, UNREAD_LIMIT)
-        if error is not None:
-            with self._lock:
-                self._reset_error = error
-
-    def _rewatch_later(self) -> None:
-        when = time.monotonic() + _HANGUP_RECHECK
-        _loop.get_loop().call_at_threadsafe(when, self._rewatch_in_loop)
-
-    def _rewatch_in_loop(self) -> None:
-        with self._lock:
-            if self.state is State.OPEN and self._registration not in IN_HANGUP_SET:
-                ended = self._read_side in PEER_ENDED
-                mask = _loop.HANGUP_ERRORS_ONLY if ended else _loop.HANGUP_WITH_EOF
-                self._set_hangup_watch(mask)
-
-    def reset_seen(self) -> Optional[OSError]:
-        """The reset behind a read's EOF, if the selector thread or the TCP state saw one.
-
-        Called by a reader whose ``recv()`` returned 0: the selector thread may
-        have taken the reset's error from ``SO_ERROR`` first (it records it
-        under ``_lock``); without our own FIN sent, the TCP state tells too.
-        """
-        with self._lock:
-            if self._reset_error is not None:
-                return self._reset_error
-        return None if self._write_side is Write.DONE else reset_error(self.sock)
-
-    def on_hangup_eof(self) -> None:
-        """The loop saw the peer's FIN (TLS first decrypts the last records)."""
-        self.on_peer_eof()
-        if self.state in TERMINAL:
-            with self._lock:
-                self._set_hangup_watch(None)
+    # The idle hang-up watch: how the selector thread judges the peer's end of an
+    # idle connection, FIN or reset (pysock._peerend).
+    _set_hangup_watch = _peerend.set_hangup_watch
+    on_hangup_in_loop = _peerend.on_hangup_in_loop
+    _settle_hangup_in_loop = _peerend.settle_hangup_in_loop
+    hangup_confirmed = _peerend.hangup_confirmed
+    peek_in_loop = _peerend.peek_in_loop
+    take_unread_in_loop = _peerend.take_unread_in_loop
+    _rewatch_later = _peerend.rewatch_later
+    _rewatch_in_loop = _peerend.rewatch_in_loop
+    reset_seen = _peerend.reset_seen
+    on_hangup_eof = _peerend.on_hangup_eof
 
     # -- direction bookkeeping -----------------------------------------------------
 
