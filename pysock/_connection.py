@@ -39,10 +39,11 @@ import struct
 import threading
 import warnings
 import weakref
-from typing import Any, Final, Optional, TypeVar, Union
+from typing import Any, Final, Optional, TypeVar
 
 from . import _loop, _peerend
 from ._address import Endpoint
+from ._futures import Lazy, complete, created_future
 from ._info import SocketInfo, TLSInfo
 from ._opening import Attempt, Opening, Sockaddr, reset_dns_after_fork
 from ._options import Options
@@ -83,9 +84,6 @@ from .errors import (
 __all__ = ["Connection", "Deadline"]
 
 _E = TypeVar("_E", bound=BaseException)
-# A future's slot: None, then the outcome ``(result, error)`` or, once asked
-# for, the future itself.
-_Lazy = Union[None, tuple[Any, Optional[BaseException]], "concurrent.futures.Future[Any]"]
 
 _live: weakref.WeakSet[Connection] = weakref.WeakSet()
 # At DEBUG: connects, TLS sessions and how each connection ended. The only
@@ -143,8 +141,8 @@ class Connection(Opening, StreamIO):
         self.state = State.CONNECTING
         # The futures are created on first use (each costs about 1.4 KiB): until
         # then the slot keeps the outcome, if there is one (`_complete`).
-        self._opened_future: _Lazy = None
-        self._closed_future: _Lazy = None
+        self._opened_future: Lazy = None
+        self._closed_future: Lazy = None
         self.reader_ref: Optional[weakref.ref[Any]] = None
         # Raw reads made so far: the idle watch without epoll tells a socket that
         # a thread reads from one whose bytes wait unread (pysock._peekwatch).
@@ -211,7 +209,7 @@ class Connection(Opening, StreamIO):
             _log.debug(
                 "%s: open, %s -> %s", self.endpoint, info.local_address, info.remote_address
             )
-        self._complete("_opened_future", info, None)
+        complete(self, "_opened_future", info, None)
         if self._write_side is Write.DONE:
             self._send_eof()
         self._maybe_finish()
@@ -395,12 +393,12 @@ class Connection(Opening, StreamIO):
                 exc = error or SocketClosedError(
                     f"the socket was closed while connecting to {self.endpoint}"
                 )
-                self._complete("_opened_future", None, exc)
+                complete(self, "_opened_future", None, exc)
         if new is State.BROKEN:
             broken = error or BrokenSocketError("the connection broke")
-            self._complete("_closed_future", None, broken)
+            complete(self, "_closed_future", None, broken)
         elif new in TERMINAL:
-            self._complete("_closed_future", None, None)
+            complete(self, "_closed_future", None, None)
         if new is not State.OPEN and _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "%s: %s -> %s (%s)%s",
@@ -430,45 +428,15 @@ class Connection(Opening, StreamIO):
     def opened(self) -> concurrent.futures.Future[SocketInfo]:
         future = self._opened_future
         if type(future) is not concurrent.futures.Future:
-            future = self._created_future("_opened_future")
+            future = created_future(self, "_opened_future")
         return future
 
     @property
     def closed(self) -> concurrent.futures.Future[None]:
         future = self._closed_future
         if type(future) is not concurrent.futures.Future:
-            future = self._created_future("_closed_future")
+            future = created_future(self, "_closed_future")
         return future
-
-    def _created_future(self, slot: str) -> Any:
-        """Create the future in `slot` on first use, completed with the outcome kept there."""
-        with self._lock:
-            held = getattr(self, slot)
-            if type(held) is concurrent.futures.Future:
-                return held  # Another thread created it first.
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            setattr(self, slot, future)
-            if held is not None:
-                # Under the lock, so that no later outcome comes first; a new
-                # future has no callbacks that could call back into the socket.
-                _finish(future, *held)
-        return future
-
-    def _complete(self, slot: str, result: Any, error: Optional[BaseException]) -> None:
-        """Record the first outcome, or complete the future (outside the lock) if it exists.
-
-        Each future has one outcome: `pysock._state` lets only one event leave
-        CONNECTING, and every terminal state after the first completes
-        ``closed`` with the same None.
-        """
-        with self._lock:
-            held = getattr(self, slot)
-            if held is None:
-                setattr(self, slot, (result, error))
-                return
-            if type(held) is not concurrent.futures.Future or held.done():
-                return  # The first outcome stays.
-        _finish(held, result, error)
 
     def upgrade_refusal(self) -> Optional[str]:
         """Why `start_tls()` may not take this connection over (the UPGRADE guard), or None."""
@@ -633,18 +601,6 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
-
-
-def _finish(
-    future: concurrent.futures.Future[Any], result: Any, error: Optional[BaseException]
-) -> None:
-    try:
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
-    except concurrent.futures.InvalidStateError:
-        pass  # Cancelled by its user: there is nobody left to tell.
 
 
 def _forget_inherited_connections() -> None:
