@@ -44,10 +44,11 @@ import warnings
 import weakref
 from typing import Any, Final, Optional, TypeVar
 
-from . import _loop
+from . import _loop, _opening
 from ._address import Endpoint
-from ._info import SocketInfo, TLSInfo
-from ._opening import Attempt, Opening, Sockaddr, reset_dns_after_fork
+from ._dialer import IN_PROGRESS, SOCK_NONBLOCK, Dialer, sockaddr_of
+from ._info import SocketInfo, TLSInfo, format_sockaddr, socket_info
+from ._opening import reset_dns_after_fork, tune
 from ._options import Options
 from ._peekwatch import UNREAD_LIMIT
 from ._platform import CAN_BLOCK, TELLS_RESET_LATE, hung_up, peek_end, reset_error
@@ -92,22 +93,18 @@ _HANGUP_RECHECK: Final = 0.05
 _LINGER_ABORT: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST.
 
 
-class Connection(Opening, StreamIO):
+class Connection(StreamIO):
     """One TCP connection; see the module docstring. Internal: `pysock.Socket` wraps it."""
 
     # Slots: an idle connection must stay small (docs/performance.md, 10,000 idle sockets).
     __slots__ = (
         "__weakref__",
         "_abort",
-        "_addresses",
-        "_attempts",
         "_blocking",
         "_closed_future",
         "_closed_outcome",
         "_closing",
-        "_connect_deadline",
-        "_deadline_timer",
-        "_errors",
+        "_dialer",
         "_generation",
         "_hangup_watched",
         "_in_selector",
@@ -122,8 +119,6 @@ class Connection(Opening, StreamIO):
         "_reading",
         "_release_pending",
         "_reset_error",
-        "_stagger_timer",
-        "_via",
         "_write_error",
         "_write_ok",
         "_write_side",
@@ -179,13 +174,8 @@ class Connection(Opening, StreamIO):
         self._release_pending = False
         self._in_selector = False
         self._hangup_watched = False
-        self._attempts: tuple[Attempt, ...] = ()
-        self._stagger_timer: Optional[_loop.Timer] = None
-        self._via: Optional[str] = None  # The destination a proxy is asked for.
-        self._addresses: list[tuple[int, Sockaddr]] = []
-        self._errors: list[OSError] = []
-        self._deadline_timer: Optional[_loop.Timer] = None
-        self._connect_deadline: Optional[float] = None
+        # The opening's state while it needs one (pysock._dialer); None once open.
+        self._dialer: Optional[Dialer] = None
         self.tls: Optional[TLSInfo] = None
         # A read failure waiting for the reader to raise it (see pysock._rawio).
         # Written and read only under the reader's lock.
@@ -201,18 +191,127 @@ class Connection(Opening, StreamIO):
         self._blocking = options.timeout is None and CAN_BLOCK
         _live.add(self)
 
-    def _opened(self, sock: socket.socket, info: SocketInfo) -> None:
-        """Enter OPEN (any thread). TLS calls this after its handshake."""
+    # -- opening (the state of a longer opening is its `Dialer`'s) ----------------------
+
+    def start(self) -> None:
+        """Begin opening: connect to an IP literal here, or hand the opening to a `Dialer`.
+
+        The first connect to an IP literal (without a proxy, an address filter,
+        a local address or an adopted socket) runs in the caller's thread: a
+        loopback or LAN connect is usually complete by the time
+        ``getpeername()`` looks, and such a connection opens with no dialer
+        ever built. A connect still in progress, a failure and every other
+        opening go to a dialer.
+        """
+        options = self.options
+        family = self.endpoint.family
+        if (
+            family is None
+            or options.sock is not None
+            or options.proxy is not None
+            or options.address_filter is not None
+            or options.local_address is not None
+        ):
+            dialer = self._dialer = Dialer(self)
+            dialer.start()
+        else:
+            self._dial_at_once(family, sockaddr_of(self.endpoint))
+        if options.connect_timeout is not None and self.state is State.CONNECTING:
+            self.schedule_connect_deadline()
+
+    def _dial_at_once(self, family: int, sockaddr: Any) -> None:
+        """`start` for an IP literal or a Unix path: open now if the connect completes at once."""
+        try:
+            # Non-blocking from birth: one fcntl() less than setblocking(False).
+            sock = socket.socket(family, socket.SOCK_STREAM | SOCK_NONBLOCK)
+        except OSError:
+            dialer = self._dialer = Dialer(self)  # It tries again, and keeps the error.
+            dialer.start()
+            return
+        if not SOCK_NONBLOCK:
+            sock.setblocking(False)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s: connecting to %s", self.endpoint, format_sockaddr(sockaddr))
+        code = _opening._start_connect(sock, sockaddr)
+        if code == 0 or code in IN_PROGRESS:
+            try:
+                peer = sock.getpeername()  # Done already? Its answer is needed anyway.
+            except OSError:  # ENOTCONN: still connecting, or failed.
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or code
+            else:
+                self._connected(sock, peer)  # Nobody else knows this connection yet.
+                return
+        dialer = self._dialer = Dialer(self)
+        attempt = dialer.join(self, sock, sockaddr, code)
+        if attempt is None:
+            dialer.fail_with_attempt_errors()
+        else:
+            dialer.hand_to_loop(attempt)
+
+    def schedule_connect_deadline(self) -> None:
+        """Fail the opening with `SocketTimeout` at the connect deadline, if still connecting.
+
+        The deadline covers the TLS handshake too: a connection that had no
+        dialer (connected at once, or taken over by `start_tls()`) gets one
+        for its deadline.
+        """
         with self._lock:
             if self.state is not State.CONNECTING:
                 return
-            self._attempts = ()
+            dialer = self._dialer
+            if dialer is None:
+                dialer = self._dialer = Dialer(self)
+        dialer.schedule_deadline()
+
+    def _connected(self, sock: socket.socket, peer: Any = None) -> None:
+        """The TCP connection (or tunnel) is up: switch the socket to its I/O mode and open.
+
+        `peer` is ``sock.getpeername()`` when the caller has it already.
+        """
+        try:
+            tune(sock, self.options)
+            if self._blocking:
+                sock.setblocking(True)
+            info = socket_info(sock, peer)
+        except OSError as exc:
+            self._connected_failed(sock, exc)
+            return
+        self._opened(sock, info)
+
+    def _connected_failed(self, sock: socket.socket, exc: OSError) -> None:
+        """Setting the connected `sock` up failed: the dialer tries the next address, if any."""
+        with self._lock:
+            dialer = self._dialer
+            if dialer is None and self.state is State.CONNECTING:
+                dialer = self._dialer = Dialer(self)  # `sock` was connected at once.
+        if dialer is None:
+            sock.close()  # Closed meanwhile; never in a dialer's attempts.
+            return
+        dialer.connected_failed(sock, exc, _loop.get_loop().in_loop_thread())
+
+    def _forget_attempts(self) -> None:
+        """The winning attempt's socket became ``sock`` (a TLS handshake). Holds ``_lock``."""
+        if self._dialer is not None:
+            self._dialer.attempts = ()
+
+    def _cancel_deadline(self) -> None:
+        dialer = self._dialer
+        if dialer is not None:
+            dialer.cancel_timers()
+
+    def _opened(self, sock: socket.socket, info: SocketInfo) -> None:
+        """Enter OPEN (any thread) and drop the dialer. TLS calls this after its handshake."""
+        with self._lock:
+            if self.state is not State.CONNECTING:
+                return
+            dialer, self._dialer = self._dialer, None
             self.sock = sock
             self.info = info
             # A stream closed while connecting stays closed (its close is applied now).
             self._enter(State.OPEN)
             self._set_hangup_watch(_loop.HANGUP_WITH_EOF, defer=True)
-        self._cancel_deadline()
+        if dialer is not None:
+            dialer.cancel_timers()
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "%s: open, %s -> %s", self.endpoint, info.local_address, info.remote_address
@@ -672,13 +771,15 @@ class Connection(Opening, StreamIO):
                 pass  # Already reset: nothing to abort.
         for sock in self._descriptors():
             sock.close()
+        self._dialer = None  # Its attempts' descriptors were the last of the opening.
 
     def _descriptors(self) -> list[socket.socket]:
         """The open socket and every connect attempt's."""
         sock = self.sock
-        if not self._attempts:
+        dialer = self._dialer
+        if dialer is None or not dialer.attempts:
             return [] if sock is None else [sock]
-        socks = [attempt.sock for attempt in self._attempts]
+        socks = [attempt.sock for attempt in dialer.attempts]
         if sock is not None:
             socks.append(sock)
         return socks
@@ -703,6 +804,7 @@ class Connection(Opening, StreamIO):
         # Closing our copy of the descriptor sends nothing: the parent still holds it.
         for sock in self._descriptors():
             sock.close()
+        self._dialer = None  # Its timers and lookups were the parent's.
 
     def __del__(self) -> None:
         if _loop is None or not hasattr(self, "_closing"):  # Interpreter exit; half-built.
