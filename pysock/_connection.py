@@ -44,10 +44,10 @@ import warnings
 import weakref
 from typing import Any, Final, Optional, TypeVar
 
-from . import _loop, _opening
+from . import _loop
 from ._address import Endpoint
-from ._dialer import IN_PROGRESS, SOCK_NONBLOCK, Dialer, sockaddr_of
-from ._info import SocketInfo, TLSInfo, format_sockaddr, socket_info
+from ._dialer import Dialer, dial
+from ._info import SocketInfo, TLSInfo, socket_info
 from ._opening import reset_dns_after_fork, tune
 from ._options import Options
 from ._peekwatch import UNREAD_LIMIT
@@ -194,59 +194,10 @@ class Connection(StreamIO):
     # -- opening (the state of a longer opening is its `Dialer`'s) ----------------------
 
     def start(self) -> None:
-        """Begin opening: connect to an IP literal here, or hand the opening to a `Dialer`.
-
-        The first connect to an IP literal (without a proxy, an address filter,
-        a local address or an adopted socket) runs in the caller's thread: a
-        loopback or LAN connect is usually complete by the time
-        ``getpeername()`` looks, and such a connection opens with no dialer
-        ever built. A connect still in progress, a failure and every other
-        opening go to a dialer.
-        """
-        options = self.options
-        family = self.endpoint.family
-        if (
-            family is None
-            or options.sock is not None
-            or options.proxy is not None
-            or options.address_filter is not None
-            or options.local_address is not None
-        ):
-            dialer = self._dialer = Dialer(self)
-            dialer.start()
-        else:
-            self._dial_at_once(family, sockaddr_of(self.endpoint))
-        if options.connect_timeout is not None and self.state is State.CONNECTING:
+        """Begin opening (`pysock._dialer.dial`), under the connect deadline."""
+        dial(self)
+        if self.options.connect_timeout is not None and self.state is State.CONNECTING:
             self.schedule_connect_deadline()
-
-    def _dial_at_once(self, family: int, sockaddr: Any) -> None:
-        """`start` for an IP literal or a Unix path: open now if the connect completes at once."""
-        try:
-            # Non-blocking from birth: one fcntl() less than setblocking(False).
-            sock = socket.socket(family, socket.SOCK_STREAM | SOCK_NONBLOCK)
-        except OSError:
-            dialer = self._dialer = Dialer(self)  # It tries again, and keeps the error.
-            dialer.start()
-            return
-        if not SOCK_NONBLOCK:
-            sock.setblocking(False)
-        if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("%s: connecting to %s", self.endpoint, format_sockaddr(sockaddr))
-        code = _opening._start_connect(sock, sockaddr)
-        if code == 0 or code in IN_PROGRESS:
-            try:
-                peer = sock.getpeername()  # Done already? Its answer is needed anyway.
-            except OSError:  # ENOTCONN: still connecting, or failed.
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or code
-            else:
-                self._connected(sock, peer)  # Nobody else knows this connection yet.
-                return
-        dialer = self._dialer = Dialer(self)
-        attempt = dialer.join(self, sock, sockaddr, code)
-        if attempt is None:
-            dialer.fail_with_attempt_errors()
-        else:
-            dialer.hand_to_loop(attempt)
 
     def schedule_connect_deadline(self) -> None:
         """Fail the opening with `SocketTimeout` at the connect deadline, if still connecting.
