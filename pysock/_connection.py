@@ -54,6 +54,7 @@ from ._peekwatch import UNREAD_LIMIT
 from ._platform import CAN_BLOCK, TELLS_RESET_LATE, hung_up, peek_end, reset_error
 from ._rawio import Deadline, StreamIO, afresh
 from ._state import (
+    FAST_FLAGS,
     PEER_ENDED,
     READ_TRANSITIONS,
     READER_CLOSED,
@@ -66,8 +67,6 @@ from ._state import (
     Write,
     WriteEvent,
     finishes,
-    may_read,
-    may_write,
     next_state,
     step,
     upgrade_refusal,
@@ -82,7 +81,9 @@ __all__ = ["Connection", "Deadline"]
 
 _E = TypeVar("_E", bound=BaseException)
 
-_live: weakref.WeakSet[Connection] = weakref.WeakSet()
+# Every connection, for the fork handler: weak references that remove themselves
+# (what a WeakSet does, without its two Python-level calls per connection).
+_live: set[weakref.ref[Connection]] = set()
 # At DEBUG: connects, TLS sessions and how each connection ended. The only
 # WARNING is `Socket.stream()`'s mid-response upstream failure, which a WSGI
 # server would otherwise drop. Never data, keys or certificates.
@@ -189,7 +190,7 @@ class Connection(StreamIO):
         # the socket to non-blocking (`leave_blocking_mode`), for good.
         # (Only where one call can still be made non-blocking: see pysock._platform.)
         self._blocking = options.timeout is None and CAN_BLOCK
-        _live.add(self)
+        _live.add(weakref.ref(self, _live.discard))
 
     # -- opening (the state of a longer opening is its `Dialer`'s) ----------------------
 
@@ -261,16 +262,20 @@ class Connection(StreamIO):
             # A stream closed while connecting stays closed (its close is applied now).
             self._enter(State.OPEN)
             self._set_hangup_watch(_loop.HANGUP_WITH_EOF, defer=True)
+            # The first outcome (`_complete`, inline): CONNECTING had none yet.
+            self._opened_outcome = (info, None)
+            future = self._opened_future
         if dialer is not None:
             dialer.cancel_timers()
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "%s: open, %s -> %s", self.endpoint, info.local_address, info.remote_address
             )
-        self._complete("_opened_future", "_opened_outcome", info, None)
-        if self._write_side is Write.DONE:
+        if future is not None:
+            _finish(future, info, None)
+        if self._write_side is Write.DONE:  # Else FINISHED cannot apply yet (`finishes`).
             self._send_eof()
-        self._maybe_finish()
+            self._maybe_finish()
 
     def shown_state(self) -> str:
         """The state as a user reads it in a repr.
@@ -568,8 +573,10 @@ class Connection(StreamIO):
         ``_read_error``/``_write_error``, set no later under the same lock.
         """
         self.state = state
-        self._read_ok = may_read(state, self._read_side) and not self._inherited
-        self._write_ok = may_write(state, self._write_side) and not self._inherited
+        # may_read() and may_write(), precomputed: one lookup instead of two calls.
+        read_ok, write_ok = FAST_FLAGS[state, self._read_side, self._write_side]
+        self._read_ok = read_ok and not self._inherited
+        self._write_ok = write_ok and not self._inherited
 
     # -- the futures, created on first use ------------------------------------------------
 
@@ -720,6 +727,11 @@ class Connection(StreamIO):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
             except OSError:
                 pass  # Already reset: nothing to abort.
+        dialer = self._dialer
+        if dialer is None:  # Opened, or opened at once: the one socket (`_descriptors`).
+            if sock is not None:
+                sock.close()
+            return
         for sock in self._descriptors():
             sock.close()
         self._dialer = None  # Its attempts' descriptors were the last of the opening.
@@ -792,7 +804,10 @@ def _finish(
 
 def _forget_inherited_connections() -> None:
     reset_dns_after_fork()
-    for connection in list(_live):
+    for ref in list(_live):
+        connection = ref()
+        if connection is None:
+            continue
         connection.inherited_in_child()
 
 

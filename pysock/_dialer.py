@@ -375,7 +375,7 @@ def dial(connection: Connection) -> None:
         dialer = connection._dialer = Dialer(connection)
         dialer.start()
         return
-    sockaddr = sockaddr_of(endpoint)
+    sockaddr = (endpoint.host, endpoint.port) if endpoint.port else endpoint.host  # sockaddr_of
     try:
         sock, code, peer = connect_now(endpoint, family, sockaddr)
     except OSError as exc:
