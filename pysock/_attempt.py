@@ -2,8 +2,10 @@
 
 No state beyond the attempt itself: the `pysock._dialer.Dialer` decides which
 attempts run and what their results mean. `connect_now` is also the whole
-opening of a connection whose first connect completes at once
-(`Connection.start`), which never builds a dialer.
+connect of a connection whose first connect completes at once (`dial`), which
+never builds a dialer. The opening's error messages are built here too
+(`attempts_failed`, `filter_failed`, `tunnel_failed`): a `ConnectError`'s
+cause is always an `OSError`, so code that catches `OSError` sees them all.
 """
 
 from __future__ import annotations
