@@ -43,14 +43,16 @@ from typing import Any, Final, Optional, TypeVar
 
 from . import _loop, _peerend
 from ._address import Endpoint
-from ._futures import Lazy, complete, created_future
-from ._info import SocketInfo, TLSInfo
-from ._opening import Attempt, Opening, Sockaddr, reset_dns_after_fork
+from ._dialer import Dialer, dial
+from ._futures import Lazy, complete, created_future, finish
+from ._info import SocketInfo, TLSInfo, socket_info
+from ._opening import reset_dns_after_fork, tune
 from ._options import Options
 from ._platform import CAN_BLOCK
 from ._rawio import Deadline, StreamIO, afresh
 from ._state import (
     DESCRIPTOR_TRANSITIONS,
+    FAST_FLAGS,
     IN_SELECTOR,
     PEER_ENDED,
     READ_TRANSITIONS,
@@ -69,8 +71,6 @@ from ._state import (
     Write,
     WriteEvent,
     finishes,
-    may_read,
-    may_write,
     next_state,
     step,
     upgrade_refusal,
@@ -85,7 +85,9 @@ __all__ = ["Connection", "Deadline"]
 
 _E = TypeVar("_E", bound=BaseException)
 
-_live: weakref.WeakSet[Connection] = weakref.WeakSet()
+# Every connection, for the fork handler: weak references that remove themselves
+# (what a WeakSet does, without its two Python-level calls per connection).
+_live: set[weakref.ref[Connection]] = set()
 # At DEBUG: connects, TLS sessions and how each connection ended. The only
 # WARNING is `Socket.stream()`'s mid-response upstream failure, which a WSGI
 # server would otherwise drop. Never data, keys or certificates.
@@ -93,20 +95,16 @@ _log = logging.getLogger("pysock")
 _LINGER_ABORT: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST.
 
 
-class Connection(Opening, StreamIO):
+class Connection(StreamIO):
     """One TCP connection; see the module docstring. Internal: `pysock.Socket` wraps it."""
 
     # Slots: an idle connection must stay small (docs/performance.md, 10,000 idle sockets).
     __slots__ = (
         "__weakref__",
-        "_addresses",
-        "_attempts",
         "_blocking",
         "_closed_future",
-        "_connect_deadline",
-        "_deadline_timer",
         "_descriptor",
-        "_errors",
+        "_dialer",
         "_lock",
         "_opened_future",
         "_parked",
@@ -117,8 +115,6 @@ class Connection(Opening, StreamIO):
         "_registration",
         "_release_pending",
         "_reset_error",
-        "_stagger_timer",
-        "_via",
         "_write_error",
         "_write_ok",
         "_write_side",
@@ -171,13 +167,8 @@ class Connection(Opening, StreamIO):
         self._reading = False
         self._writing = False
         self._release_pending = False
-        self._attempts: tuple[Attempt, ...] = ()
-        self._stagger_timer: Optional[_loop.Timer] = None
-        self._via: Optional[str] = None  # The destination a proxy is asked for.
-        self._addresses: list[tuple[int, Sockaddr]] = []
-        self._errors: list[OSError] = []
-        self._deadline_timer: Optional[_loop.Timer] = None
-        self._connect_deadline: Optional[float] = None
+        # The opening's state while it needs one (pysock._dialer); None once open.
+        self._dialer: Optional[Dialer] = None
         self.tls: Optional[TLSInfo] = None
         # A read failure waiting for the reader to raise it (see pysock._rawio).
         # Written and read only under the reader's lock.
@@ -191,28 +182,94 @@ class Connection(Opening, StreamIO):
         # the socket to non-blocking (`leave_blocking_mode`), for good.
         # (Only where one call can still be made non-blocking: see pysock._platform.)
         self._blocking = options.timeout is None and CAN_BLOCK
-        _live.add(self)
+        _live.add(weakref.ref(self, _live.discard))
 
-    def _opened(self, sock: socket.socket, info: SocketInfo) -> None:
-        """Enter OPEN (any thread). TLS calls this after its handshake."""
+    # -- opening (the state of a longer opening is its `Dialer`'s) ----------------------
+
+    def start(self) -> None:
+        """Begin opening (`pysock._dialer.dial`), under the connect deadline."""
+        dial(self)
+        if self.options.connect_timeout is not None and self.state is State.CONNECTING:
+            self.schedule_connect_deadline()
+
+    def schedule_connect_deadline(self) -> None:
+        """Fail the opening with `SocketTimeout` at the connect deadline, if still connecting.
+
+        The deadline covers the TLS handshake too: a connection that had no
+        dialer (connected at once, or taken over by `start_tls()`) gets one
+        for its deadline.
+        """
         with self._lock:
             if self.state is not State.CONNECTING:
                 return
-            self._attempts = ()
+            dialer = self._dialer
+            if dialer is None:
+                dialer = self._dialer = Dialer(self)
+        dialer.schedule_deadline()
+
+    def _connected(self, sock: socket.socket, peer: Any = None) -> None:
+        """The TCP connection (or tunnel) is up: switch the socket to its I/O mode and open.
+
+        `peer` is ``sock.getpeername()`` when the caller has it already.
+        """
+        try:
+            tune(sock, self.options)
+            if self._blocking:
+                sock.setblocking(True)
+            info = socket_info(sock, peer)
+        except OSError as exc:
+            self._connected_failed(sock, exc)
+            return
+        self._opened(sock, info)
+
+    def _connected_failed(self, sock: socket.socket, exc: OSError) -> None:
+        """Setting the connected `sock` up failed: the dialer tries the next address, if any."""
+        with self._lock:
+            dialer = self._dialer
+            if dialer is None and self.state is State.CONNECTING:
+                dialer = self._dialer = Dialer(self)  # `sock` was connected at once.
+        if dialer is None:
+            sock.close()  # Closed meanwhile; never in a dialer's attempts.
+            return
+        dialer.connected_failed(sock, exc, _loop.get_loop().in_loop_thread())
+
+    def _forget_attempts(self) -> None:
+        """The winning attempt's socket became ``sock`` (a TLS handshake). Holds ``_lock``."""
+        if self._dialer is not None:
+            self._dialer.attempts = ()
+
+    def _cancel_deadline(self) -> None:
+        dialer = self._dialer
+        if dialer is not None:
+            dialer.cancel_timers()
+
+    def _opened(self, sock: socket.socket, info: SocketInfo) -> None:
+        """Enter OPEN (any thread) and drop the dialer. TLS calls this after its handshake."""
+        with self._lock:
+            if self.state is not State.CONNECTING:
+                return
+            dialer, self._dialer = self._dialer, None
             self.sock = sock
             self.info = info
             # A stream closed while connecting stays closed (its close is applied now).
             self._enter(State.OPEN)
             self._set_hangup_watch(_loop.HANGUP_WITH_EOF, defer=True)
-        self._cancel_deadline()
+            # The first outcome (`complete`, inline): CONNECTING had none yet, so the
+            # slot holds None or the future a caller asked for.
+            future = self._opened_future
+            if future is None:
+                self._opened_future = (info, None)
+        if dialer is not None:
+            dialer.cancel_timers()
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "%s: open, %s -> %s", self.endpoint, info.local_address, info.remote_address
             )
-        complete(self, "_opened_future", info, None)
-        if self._write_side is Write.DONE:
+        if type(future) is concurrent.futures.Future:
+            finish(future, info, None)
+        if self._write_side is Write.DONE:  # Else FINISHED cannot apply yet (`finishes`).
             self._send_eof()
-        self._maybe_finish()
+            self._maybe_finish()
 
     def shown_state(self) -> str:
         """The state as a user reads it in a repr.
@@ -418,9 +475,11 @@ class Connection(Opening, StreamIO):
         ``_read_error``/``_write_error``, set no later under the same lock.
         """
         self.state = state
+        # may_read() and may_write(), precomputed: one lookup instead of two calls.
+        read_ok, write_ok = FAST_FLAGS[state, self._read_side, self._write_side]
         inherited = self._descriptor is Descriptor.INHERITED
-        self._read_ok = may_read(state, self._read_side) and not inherited
-        self._write_ok = may_write(state, self._write_side) and not inherited
+        self._read_ok = read_ok and not inherited
+        self._write_ok = write_ok and not inherited
 
     # -- the futures, created on first use ------------------------------------------------
 
@@ -548,15 +607,23 @@ class Connection(Opening, StreamIO):
             self._close_descriptors()
 
     def _close_descriptors(self) -> None:
+        dialer = self._dialer
+        if dialer is None:  # Opened, or opened at once: the one socket (`_descriptors`).
+            sock = self.sock
+            if sock is not None:
+                sock.close()
+            return
         for sock in self._descriptors():
             sock.close()
+        self._dialer = None  # Its attempts' descriptors were the last of the opening.
 
     def _descriptors(self) -> list[socket.socket]:
         """The open socket and every connect attempt's."""
         sock = self.sock
-        if not self._attempts:
+        dialer = self._dialer
+        if dialer is None or not dialer.attempts:
             return [] if sock is None else [sock]
-        socks = [attempt.sock for attempt in self._attempts]
+        socks = [attempt.sock for attempt in dialer.attempts]
         if sock is not None:
             socks.append(sock)
         return socks
@@ -581,6 +648,7 @@ class Connection(Opening, StreamIO):
         # Closing our copy of the descriptor sends nothing: the parent still holds it.
         for sock in self._descriptors():
             sock.close()
+        self._dialer = None  # Its timers and lookups were the parent's.
 
     def __del__(self) -> None:
         if _loop is None or not hasattr(self, "_descriptor"):  # Interpreter exit; half-built.
@@ -605,7 +673,10 @@ def _describe(exc: BaseException) -> str:
 
 def _forget_inherited_connections() -> None:
     reset_dns_after_fork()
-    for connection in list(_live):
+    for ref in list(_live):
+        connection = ref()
+        if connection is None:
+            continue
         connection.inherited_in_child()
 
 

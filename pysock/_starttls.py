@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import socket
 import ssl
-import time
 from typing import Final, Optional
 
 from ._connection import Connection
@@ -59,10 +58,7 @@ def start_tls(
     # there: the descriptor closes on that thread, after the drop.
     if old.in_selector:
         new._watched(RegistrationEvent.ENTER_SELECTOR)
-    timeout = options.connect_timeout
-    new._connect_deadline = None if timeout is None else time.monotonic() + timeout
-    if new._connect_deadline is not None:
-        new.schedule_connect_deadline()
+    new.schedule_connect_deadline()  # From now: connect_timeout bounds the handshake.
     sock.setblocking(False)
     new.begin_handshake(sock)
     return new

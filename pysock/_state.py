@@ -315,3 +315,15 @@ def mermaid(table: dict[tuple[_S, _E], _S], start: Optional[_S] = None) -> str:
     for (source, event), target in table.items():
         lines.append(f"    {source.name} --> {target.name}: {event.name}")
     return "\n".join(lines)
+
+
+# -- precomputed for the engine's hot path (kept apart from the rules above) --------------
+
+# `may_read` and `may_write` for every (state, read side, write side): what
+# `Connection._enter` looks up each time the state or a side changes.
+FAST_FLAGS: Final[dict[tuple[State, Read, Write], tuple[bool, bool]]] = {
+    (state, read, write): (may_read(state, read), may_write(state, write))
+    for state in State
+    for read in Read
+    for write in Write
+}

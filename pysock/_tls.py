@@ -163,7 +163,7 @@ class TlsConnection(Connection):
             if self.state is not State.CONNECTING:
                 sock.close()
                 return
-            self._attempts = ()
+            self._forget_attempts()
             self.sock = sock
             self._handshaking = True
         # The first flight (ClientHello) leaves from this thread, usually the
