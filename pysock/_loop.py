@@ -17,41 +17,21 @@ an IP literal is started by `connect()` itself. The background thread,
   (closing a registered descriptor first would leave epoll watching a file
   that another process, after ``fork()``, may still hold open).
 
-Only this thread touches the selector; other threads hand it commands with
+`Loop` is the selector, the timers and the command queue. Only its thread
+touches the selector; other threads hand it commands with
 `Loop.call_soon_threadsafe`, which appends to a deque and wakes the thread
 through a socketpair (CPython's asyncio ``_write_to_self``). A flag keeps a
 burst of commands down to one wake-up byte.
 
-Idle sockets are watched for hang-ups only, in a second epoll set (the
-*hang-up set*); the thread waits on it, with the selector's own descriptor
-nested inside (see `Loop.__init__` for why that way round). Its registrations
-ask for ``EPOLLRDHUP`` instead of ``EPOLLIN``: the thread wakes for the peer's
-FIN, a reset or an error, never for ordinary data, so it stays off the data
-path even while another thread streams gigabytes through the socket, and it
-sees a FIN even when unread data sits in front of it. Any thread may add or
-remove a socket there (``epoll_ctl`` is thread-safe and a waiting
-``epoll_wait`` sees the change), and that is deliberate: handing each
-open and close to this thread cost a GIL hand-off apiece and held
-connect+close to 0.2x of ``socket.create_connection`` (docs/performance.md).
-Each connection changes its own registration only under its own lock and
-removes it before closing the descriptor, so the set never holds a closed
-file. A new connection is not added at once: it waits in a table that the
-thread moves into the set every `HANGUP_GRACE` seconds, so a connection that
-lives shorter than that (connect, one request, close) never pays for the two
-``epoll_ctl`` calls (20-35 µs together on loopback, a third of a raw
-connect+close). Epoll is level-triggered, so a hang-up that came before the
-registration is still reported, up to `HANGUP_GRACE` later.
-
-An event can still arrive late, for a descriptor that was closed and reused
-meanwhile; targets therefore confirm the hang-up on their own socket with a
-zero-timeout check before acting (`pysock._platform.hung_up`). On macOS and
-the BSDs the hang-up set is a kqueue behind the same calls (`pysock._kqueue`):
-a read filter that data never wakes reports the FIN, even behind unread
-bytes, and the reset. Platforms
-with neither watch idle sockets with readiness plus a peek instead
-(`pysock._peekwatch`), which takes the bytes that wait unread on an idle
-socket into its reader's stash to reach a FIN behind them; the sockets it
-holds in the selector are closed on this thread (`watches_in_selector`).
+Idle sockets are watched for hang-ups only, by one of two composed objects,
+each with its own theory of operation: the *hang-up set*
+(`pysock._hangups`: epoll, or a kqueue on macOS and the BSDs), which the
+thread waits on with the selector nested inside it and which any thread may
+change; or, with neither, readiness plus a peek in the selector itself
+(`pysock._peekwatch`), whose sockets are closed on this thread
+(`watches_in_selector`). A callback that raises is a pysock bug, reported
+through `pysock._bugs`; a forked child drops the parent's loop and starts
+its own (`pysock._fork`).
 
 Targets registered here are held through weak references, so the loop never
 keeps a forgotten socket alive; the socket's finalizer closes it.
@@ -64,29 +44,38 @@ import collections
 import heapq
 import itertools
 import os
-import select
 import selectors
 import socket
-import sys
 import threading
 import time
-import traceback
 import weakref
 from typing import Any, Callable, Final, Optional, Protocol
 
-from ._kqueue import KqueueHangups
+from ._bugs import guarded, report_bug
+from ._fork import fork_generation, register_after_fork
+from ._hangups import (
+    HANGUP_ERRORS_ONLY,
+    HANGUP_GRACE,
+    HANGUP_WITH_EOF,
+    HangupSet,
+    open_hangup_set,
+)
 from ._peekwatch import PeekWatch, Watched
 
-__all__ = ["Loop", "Timer", "fork_generation", "get_loop", "report_bug"]
+# The fork, bug and mask names are the loop's too: the engine calls them as
+# `_loop.fork_generation()`, `_loop.report_bug(...)`, `_loop.HANGUP_WITH_EOF`.
+__all__ = [
+    "HANGUP_ERRORS_ONLY",
+    "HANGUP_GRACE",
+    "HANGUP_WITH_EOF",
+    "Loop",
+    "Timer",
+    "fork_generation",
+    "get_loop",
+    "register_after_fork",
+    "report_bug",
+]
 
-_EPOLLRDHUP: Final = getattr(select, "EPOLLRDHUP", 0)
-# A hang-up watch: peer FIN (EPOLLRDHUP); EPOLLERR and EPOLLHUP are always reported.
-# With the peek watch (`pysock._peekwatch`) any non-zero mask means "watch".
-HANGUP_WITH_EOF: Final = _EPOLLRDHUP or 1
-# Only errors and full hang-ups: used once the peer's EOF has been seen.
-HANGUP_ERRORS_ONLY: Final = 0
-# How long a new connection waits before its hang-up watch reaches the kernel.
-HANGUP_GRACE: Final = 0.01
 _MAX_WAIT: Final = 86400.0  # Seconds: the longest single wait of the loop thread.
 _ERROR_PAUSE: Final = 0.01  # Seconds after an unexpected wait error: no busy loop.
 # How long the exiting interpreter waits for the thread to stop: it only has to leave select().
@@ -120,36 +109,21 @@ class Loop:
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
-        self._hangups: Any = None
-        if hasattr(select, "epoll"):
-            self._hangups = select.epoll()
-        elif hasattr(select, "kqueue"):  # macOS, the BSDs: EV_EOF for EPOLLRDHUP.
-            self._hangups = KqueueHangups()
-        # Without either: readiness plus a peek, in the selector (pysock._peekwatch).
+        self._hangups: Optional[HangupSet] = open_hangup_set(self, self._selector)
+        # Without epoll or kqueue: readiness plus a peek, in the selector (pysock._peekwatch).
         self._peek_watch = (
             PeekWatch(self, self._selector, HANGUP_GRACE) if self._hangups is None else None
         )
-        self._hangup_targets: dict[int, weakref.ref[Target]] = {}
-        # New watches not yet in the kernel's set: fd -> (target, mask).
-        # Re-entrant: a finalizer run by the garbage collector inside a critical
-        # section may close (and so unwatch) another connection.
-        self._hangup_lock = threading.RLock()
-        self._deferred: dict[int, tuple[weakref.ref[Target], int]] = {}
-        self._deferred_flush_scheduled = False
+        if self._hangups is not None:
+            # Every open and close calls these: bound to the set itself, not
+            # through a method of ours that would add a Python frame to each.
+            self.watch_hangup_threadsafe = self._hangups.watch_threadsafe  # type: ignore[method-assign]
+            self.unwatch_hangup_threadsafe = self._hangups.unwatch_threadsafe  # type: ignore[method-assign]
         self._closed = False
         self._wake_recv, self._wake_send = socket.socketpair()
         self._wake_recv.setblocking(False)
         self._wake_send.setblocking(False)
         self._selector.register(self._wake_recv, selectors.EVENT_READ, None)
-        if self._hangups is not None:
-            # The thread waits on the hang-up set, with the selector nested in it,
-            # not the other way round: adding a socket to an epoll set that is
-            # itself watched by another one makes the kernel run its loop and
-            # path checks under a global mutex, which cost 12 µs per connect+close.
-            if isinstance(self._hangups, KqueueHangups):
-                self._hangups.register_nested(self._selector.fileno())
-            else:
-                self._hangups.register(self._selector.fileno(), select.EPOLLIN)
         self._commands: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
             collections.deque()
         )
@@ -182,70 +156,27 @@ class Loop:
     def watch_hangup_threadsafe(
         self, sock: socket.socket, target: Target, mask: int, defer: bool = False
     ) -> bool:
-        """Add `sock` to the hang-up set, or change its mask (see the module docstring).
+        """Watch idle `sock` for the peer's FIN or a reset, or change its `mask`.
 
-        With `defer` (a new connection) the watch reaches the kernel within
-        `HANGUP_GRACE` seconds, unless it is removed first. The caller holds the
-        target's lock, so no other thread changes this socket's registration
-        meanwhile. Returns False if nothing watches it: with the peek watch, a
-        mask of `HANGUP_ERRORS_ONLY` (a readable socket at EOF would wake it for
-        ever; the next read or write meets a later reset), or a socket that
-        ``select()`` cannot take.
+        With epoll or kqueue, `__init__` replaces this method with
+        `HangupSet.watch_threadsafe` (see there); this body is the peek watch's
+        (`pysock._peekwatch`), which `defer` does not concern: its watches
+        always wait `HANGUP_GRACE`. The caller holds the target's lock. Returns
+        False if nothing watches it: a mask of `HANGUP_ERRORS_ONLY` (a readable
+        socket at EOF would wake it for ever; the next read or write meets a
+        later reset), a socket that ``select()`` cannot take, or a stopped loop.
         """
-        if self._hangups is None:
-            if self._peek_watch is None or self._closed:
-                return False
-            if not mask:
-                self._peek_watch.unwatch_threadsafe(sock)
-                return False
-            return self._peek_watch.watch_threadsafe(sock, target)
-        fd = sock.fileno()
-        ref = weakref.ref(target)
-        with self._hangup_lock:
-            if self._closed:
-                return False  # After the loop stopped (interpreter exit): nothing to watch.
-            if defer or fd in self._deferred:
-                self._deferred[fd] = (ref, mask)
-                if self._deferred_flush_scheduled:
-                    return True
-                self._deferred_flush_scheduled = True
-            else:
-                self._watch_now(fd, ref, mask)
-                return True
-        self.call_at_threadsafe(time.monotonic() + HANGUP_GRACE, self._flush_deferred)
-        return True
-
-    def _watch_now(self, fd: int, ref: weakref.ref[Target], mask: int) -> None:
-        """Put `fd` in the kernel's hang-up set. Holds ``_hangup_lock``."""
-        known = self._hangup_targets.get(fd)
-        self._hangup_targets[fd] = ref
-        if known is None:
-            try:
-                self._hangups.register(fd, mask)
-                return
-            except FileExistsError:
-                pass  # Registered under an earlier target: re-point it.
-        self._hangups.modify(fd, mask)
+        if self._peek_watch is None or self._closed:
+            return False
+        if not mask:
+            self._peek_watch.unwatch_threadsafe(sock)
+            return False
+        return self._peek_watch.watch_threadsafe(sock, target)
 
     def unwatch_hangup_threadsafe(self, sock: socket.socket) -> None:
-        """Remove `sock` from the hang-up set; call before closing its descriptor."""
-        fd = sock.fileno()
-        if self._hangups is None:
-            if self._peek_watch is not None and fd >= 0 and not self._closed:
-                self._peek_watch.unwatch_threadsafe(sock)
-            return
-        if fd < 0:
-            return
-        with self._hangup_lock:
-            if self._closed:
-                return  # The set is gone with the stopped loop.
-            if self._deferred.pop(fd, None) is not None:
-                return  # Never reached the kernel: nothing to undo.
-            self._hangup_targets.pop(fd, None)
-            try:
-                self._hangups.unregister(fd)
-            except OSError:
-                pass  # Not registered.
+        """Stop watching `sock` (`HangupSet.unwatch_threadsafe` with epoll or kqueue)."""
+        if self._peek_watch is not None and sock.fileno() >= 0 and not self._closed:
+            self._peek_watch.unwatch_threadsafe(sock)
 
     def in_loop_thread(self) -> bool:
         return threading.current_thread() is self._thread
@@ -296,19 +227,6 @@ class Loop:
             return
         self._selector.modify(key.fileobj, events, ref)
 
-    def _flush_deferred(self) -> None:
-        with self._hangup_lock:
-            deferred, self._deferred = self._deferred, {}
-            self._deferred_flush_scheduled = False
-            for fd, (ref, mask) in deferred.items():
-                if ref() is None:
-                    continue  # A dead target's finalizer unwatches it.
-                try:
-                    self._watch_now(fd, ref, mask)
-                except OSError as exc:  # A pysock bug: a descriptor closed while watched.
-                    self._hangup_targets.pop(fd, None)
-                    report_bug(exc, ref())
-
     def _add_timer(self, timer: Timer) -> None:
         heapq.heappush(self._timers, (timer.deadline, next(self._sequence), timer))
 
@@ -323,7 +241,7 @@ class Loop:
                 if self._hangups is None:
                     self._dispatch_selector(timeout)
                 else:
-                    self._dispatch_hangups(timeout)
+                    self._hangups.dispatch_in_loop(timeout, self._dispatch_selector)
             except Exception as exc:  # A pysock bug: report it, never let the thread die.
                 report_bug(exc, self)
                 time.sleep(_ERROR_PAUSE)
@@ -350,28 +268,17 @@ class Loop:
         if target is None:
             self.unwatch(key.fileobj)  # type: ignore[arg-type]
         else:
-            _guarded(target.on_ready_in_loop, events)
+            guarded(target.on_ready_in_loop, events)
 
     def _dispatch_selector(self, timeout: Optional[float]) -> None:
         for key, events in self._selector.select(timeout):
             self._dispatch(key, events)
 
-    def _dispatch_hangups(self, timeout: Optional[float]) -> None:
-        selector_fd = self._selector.fileno()
-        for fd, _ in self._hangups.poll(-1 if timeout is None else timeout):
-            if fd == selector_fd:
-                self._dispatch_selector(0)
-                continue
-            ref = self._hangup_targets.get(fd)
-            target = ref() if ref is not None else None
-            if target is not None:  # A dead target's finalizer already removed it.
-                _guarded(target.on_hangup_in_loop)
-
     def _run_timers(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
             timer = heapq.heappop(self._timers)[2]
             if not timer.cancelled:
-                _guarded(timer.callback)
+                guarded(timer.callback)
 
     def _drain_wakeups(self) -> None:
         try:
@@ -387,16 +294,15 @@ class Loop:
         commands = self._commands
         while commands:
             callback, args = commands.popleft()
-            _guarded(callback, *args)
+            guarded(callback, *args)
 
     def _close_resources(self) -> None:
         if self._peek_watch is not None:
             self._peek_watch.close_all()
         self._selector.close()
-        with self._hangup_lock:  # Sockets closed later (at exit) must not touch it.
-            self._closed = True
-            if self._hangups is not None:
-                self._hangups.close()
+        self._closed = True  # Sockets closed later (at exit) must not touch the watch.
+        if self._hangups is not None:
+            self._hangups.close()
         self._wake_recv.close()
         self._wake_send.close()
 
@@ -410,50 +316,8 @@ def _noop() -> None:
     pass
 
 
-def _guarded(callback: Callable[..., None], *args: Any) -> None:
-    # Callbacks route their own errors to the sockets' futures. One that still
-    # raises is a pysock bug: report it like an exception in __del__ (pytest
-    # turns that into a failure) and keep serving every other socket.
-    try:
-        callback(*args)
-    except Exception as exc:
-        report_bug(exc, callback)
-
-
-class _Unraisable:
-    def __init__(
-        self, exc: BaseException, obj: object, where: str = "the selector thread"
-    ) -> None:
-        self.exc_type: type[BaseException] = type(exc)
-        self.exc_value: Optional[BaseException] = exc
-        self.exc_traceback = exc.__traceback__
-        self.err_msg: Optional[str] = f"pysock: exception in {where}"
-        self.object = obj
-
-
-def report_bug(exc: BaseException, obj: object, where: str = "the selector thread") -> None:
-    """Report an exception no caller can receive, as Python reports one in ``__del__``.
-
-    An installed hook (pytest's, which fails the test) gets it. The default hook
-    accepts only its own argument type, which Python code cannot build, so in
-    its place the report is printed the way it prints one.
-    """
-    args = _Unraisable(exc, obj, where)
-    hook = sys.unraisablehook
-    if hook is not sys.__unraisablehook__:
-        hook(args)
-        return
-    stderr = sys.stderr
-    if stderr is None:
-        return
-    print(f"{args.err_msg}: {obj!r}", file=stderr)
-    traceback.print_exception(type(exc), exc, exc.__traceback__, file=stderr)
-
-
 _loop: Optional[Loop] = None
 _loop_lock = threading.Lock()
-_fork_generation = 0
-_after_fork_callbacks: list[Callable[[], None]] = []
 
 
 def get_loop() -> Loop:
@@ -472,25 +336,13 @@ def _start_loop() -> Loop:
         return _loop
 
 
-def fork_generation() -> int:
-    """A number that changes in a child process after each `os.fork()`."""
-    return _fork_generation
-
-
-def register_after_fork(callback: Callable[[], None]) -> None:
-    """Run `callback` in a forked child, after the loop has been reset."""
-    _after_fork_callbacks.append(callback)
-
-
-def _after_fork_in_child() -> None:
-    global _loop, _loop_lock, _fork_generation
-    _fork_generation += 1
-    _loop_lock = threading.Lock()
+def _forget_loop_in_child() -> None:
+    """In a forked child: the parent's loop thread is not there; the next use starts one."""
+    global _loop, _loop_lock
+    _loop_lock = threading.Lock()  # A parent thread may have held it at the fork.
     loop, _loop = _loop, None
     if loop is not None:
         loop.abandon_after_fork()
-    for callback in _after_fork_callbacks:
-        callback()
 
 
 def _stop_at_exit() -> None:
@@ -499,6 +351,6 @@ def _stop_at_exit() -> None:
         loop.stop_threadsafe()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# First of the after-fork callbacks: the others may use the child's new loop.
+register_after_fork(_forget_loop_in_child)
 atexit.register(_stop_at_exit)

@@ -29,71 +29,38 @@ any other failure is raised with them in its ``partial``. While a stash is
 non-empty the C path is off (the Python code below serves the stash first),
 so the order of bytes never changes.
 
-A call's deadline is armed by its first refill (`_RawSocket.readinto`): a
+A call's deadline is armed by its first refill (`RawSocket.readinto`): a
 line already in the buffer costs no clock read, and with no timeout the raw
-layer's ``readinto`` is `Connection.recv_into` itself.
+layer's ``readinto`` is `Connection.recv_into` itself (pysock/_rawsocket.py).
+
+Two groups of the reader's methods are functions of their own modules, bound
+in the class (a function bound as a class attribute runs with no extra
+frame, where a delegating method would add one to each call):
+``readexactly``, ``readuntil`` and the Python path through a separator
+(pysock/_framing.py), and the unread bytes that ``start_tls()`` checks and
+the idle watch takes (pysock/_unread.py).
 """
 
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Final, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
-from ._platform import MSG_DONTWAIT
+from . import _framing
+from . import _unread as unread_bytes
 from ._rawio import afresh
-from ._separator import LINE_ENDS, check_separator, gather
-from .errors import IncompleteReadError, LimitOverrunError, SocketClosedError
+from ._rawsocket import MAX_READ_CHUNK, READ_BUFFER_SIZE, UNSET, RawSocket, bind
+from ._separator import check_size
+from .errors import SocketClosedError
 
 if TYPE_CHECKING:
     from ._connection import Connection
 
-__all__ = ["SocketReader"]
+__all__ = ["READ_BUFFER_SIZE", "SocketReader"]
 
 _T = TypeVar("_T")
-
-# One raw read moves up to this much: large enough that bulk transfers run at
-# memcpy speed, small enough to be cheap for each of thousands of busy sockets.
-READ_BUFFER_SIZE: Final = 64 * 1024
-DEFAULT_READUNTIL_LIMIT: Final = 64 * 1024  # asyncio's StreamReader default.
-# The most one read1() call asks the socket for: a size as large as a disk (2**62)
-# means "what is there", not an allocation.
-_MAX_READ_CHUNK: Final = 1024 * 1024
-
-
-# `_RawSocket.deadline` before the call's first refill: the clock starts then.
-_UNSET: Final = -1.0
-
-
-class _RawSocket(io.RawIOBase):
-    """The raw layer under `io.BufferedReader`: one ``recv_into`` per call.
-
-    Its deadline is per reader call, armed at the call's first refill: a line
-    already buffered costs no clock read. The reader resets it (`_UNSET`)
-    before each call.
-    """
-
-    def __init__(self, connection: Connection) -> None:
-        super().__init__()
-        self._connection = connection
-        self.deadline: Optional[float] = _UNSET
-        self.nowait = False
-
-    def readinto(self, buffer: Any) -> Optional[int]:
-        if self.nowait:
-            return None  # "No data without blocking": lets peek() report only buffered bytes.
-        deadline = self.deadline
-        if deadline == _UNSET:
-            deadline = self.deadline = self._connection.call_deadline()
-        return self._connection.recv_into(buffer, deadline)
-
-    def readable(self) -> bool:
-        return True
-
-    def __del__(self) -> None:
-        pass  # Closing the raw object must never touch the connection.
 
 
 class SocketReader(io.BufferedIOBase):
@@ -107,7 +74,7 @@ class SocketReader(io.BufferedIOBase):
     def __init__(self, connection: Connection) -> None:
         super().__init__()
         self._connection = connection
-        self._raw: Optional[_RawSocket] = None
+        self._raw: Optional[RawSocket] = None
         self._buffer: Optional[io.BufferedReader] = None
         self._stash = b""
         self._lock = threading.Lock()
@@ -130,7 +97,7 @@ class SocketReader(io.BufferedIOBase):
             raise SocketClosedError("the readable side is closed")
         buffer = self._buffer
         if buffer is None:
-            self._raw = _RawSocket(self._connection)
+            self._raw = RawSocket(self._connection)
             buffer = self._buffer = io.BufferedReader(self._raw, READ_BUFFER_SIZE)
             self._maybe_bind()
         return buffer
@@ -140,14 +107,14 @@ class SocketReader(io.BufferedIOBase):
 
         With no timeout the raw layer's ``readinto`` is bound straight to
         `Connection.recv_into` (no Python frame of ours per refill); with one,
-        it is `_RawSocket.readinto`, which arms the call's deadline.
+        it is `RawSocket.readinto`, which arms the call's deadline.
         """
         connection = self._connection
         raw = self._raw
         fast = not self._stash and not self._is_closed and raw is not None
         untimed = connection.timeout is None
         if raw is not None:
-            _bind(raw, connection, untimed)
+            bind(raw, connection, untimed)
         self._fast = fast and untimed
         self._fast_timed = fast and not untimed
         # Read again after the write: `_timeout_changed()` in another thread
@@ -161,7 +128,7 @@ class SocketReader(io.BufferedIOBase):
     def _timed(self) -> bool:
         """True for the C path with a timeout; unarms its deadline (the first refill arms it)."""
         if self._fast_timed:
-            self._raw.deadline = _UNSET  # type: ignore[union-attr]
+            self._raw.deadline = UNSET  # type: ignore[union-attr]
             return True
         return False
 
@@ -179,7 +146,7 @@ class SocketReader(io.BufferedIOBase):
         raw = self._raw
         assert raw is not None
         if fresh:
-            raw.deadline = _UNSET
+            raw.deadline = UNSET
         if self._connection.timeout is not None:
             raw.__dict__.pop("readinto", None)  # The deadline needs our readinto.
         return buffer
@@ -233,7 +200,7 @@ class SocketReader(io.BufferedIOBase):
 
     def read(self, n: Optional[int] = -1) -> bytes:
         """Read up to `n` bytes, or to EOF when `n` is -1 or None."""
-        size = _check_size(n)
+        size = check_size(n)
         with self._lock:
             return self._read_locked(size)
 
@@ -244,7 +211,7 @@ class SocketReader(io.BufferedIOBase):
         total = len(chunks[0])
         try:
             while size < 0 or total < size:
-                want = READ_BUFFER_SIZE if size < 0 else min(size - total, _MAX_READ_CHUNK)
+                want = READ_BUFFER_SIZE if size < 0 else min(size - total, MAX_READ_CHUNK)
                 data = buffer.read1(want)
                 if not data:
                     break
@@ -262,7 +229,7 @@ class SocketReader(io.BufferedIOBase):
 
     def read1(self, n: int = -1) -> bytes:
         """Read up to `n` bytes with at most one call to the socket."""
-        size = _check_size(n)
+        size = check_size(n)
         with self._lock:
             buffer = self._begin()
             if self._stash:
@@ -271,7 +238,7 @@ class SocketReader(io.BufferedIOBase):
                     self._keep([data[size:]])
                     data = data[:size]
                 return self._done(data)
-            data = buffer.read1(min(size, _MAX_READ_CHUNK))
+            data = buffer.read1(min(size, MAX_READ_CHUNK))
             if not data and self._connection._parked is not None:
                 raise self._failure(b"")
             return self._done(data)
@@ -320,92 +287,14 @@ class SocketReader(io.BufferedIOBase):
                 if self._connection._parked is not None:
                     raise self._failure(line)
                 return line
-            size = _check_size(limit)
+            size = check_size(limit)
             return self._read_through(b"\n", size, None)
 
-    def readexactly(self, n: int) -> bytes:
-        """Read exactly `n` bytes.
-
-        Raises:
-            IncompleteReadError: EOF came first; ``.partial`` holds what was read.
-                The socket stays as it was (at EOF).
-        """
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"n must be an int, not {type(n).__name__}")
-        if n < 0:
-            raise ValueError(f"n must be >= 0, not {n}")
-        with self._lock:
-            buffer = self._buffer  # Once: close() in another thread may drop it.
-            if buffer is not None and n <= _MAX_READ_CHUNK and (self._fast or self._timed()):
-                data = buffer.read(n)  # C: allocates n bytes, hence the bound on n.
-                if self._connection._parked is not None:
-                    raise self._failure(data)
-            else:
-                data = self._read_locked(_check_size(n))
-        if len(data) < n:
-            raise IncompleteReadError(data, n)
-        return data
-
-    def readuntil(self, sep: bytes = b"\n", limit: int = DEFAULT_READUNTIL_LIMIT) -> bytes:
-        """Read up to and including `sep` (asyncio's ``StreamReader.readuntil``).
-
-        Raises:
-            IncompleteReadError: EOF came before `sep`; ``.partial`` holds the bytes.
-            ValueError: `limit` bytes arrived without `sep`; they stay unread.
-        """
-        if type(sep) is bytes and type(limit) is int and 0 < len(sep) <= limit:
-            separator = sep  # The usual call: checked in two type tests.
-        else:
-            separator = check_separator(sep, limit)
-        with self._lock:
-            buffer = self._buffer  # Once: close() in another thread may drop it.
-            if (
-                buffer is not None
-                and (separator in LINE_ENDS or separator.find(b"\n") == len(separator) - 1)
-                and (self._fast or self._timed())
-            ):
-                # A separator whose only b"\n" ends it can only end at the stream's
-                # next b"\n": C readline() finds it, within the limit or not.
-                line = buffer.readline(limit + len(separator))
-                if self._connection._parked is not None:
-                    raise self._failure(line)
-                if line.endswith(separator):
-                    return line
-                # Not there (EOF, the limit, or another byte before the b"\n"): the
-                # Python path decides, serving the line first. The call's wait so
-                # far counts against its deadline: keep it armed.
-                self._keep([line])
-                return self._read_through(separator, -1, limit, fresh=False)
-            return self._read_through(separator, -1, limit)
-
-    def _read_through(
-        self, separator: bytes, size: int, limit: Optional[int], fresh: bool = True
-    ) -> bytes:
-        """Consume through `separator`; see `readline` and `readuntil`. Holds ``_lock``."""
-        buffer = self._begin(fresh)
-        gathered = bytearray(self._take_stash())
-        try:
-            found = gather(buffer, gathered, separator, size, limit)
-        except BaseException:
-            self._keep([bytes(gathered)])
-            raise
-        if found < 0 and self._connection._parked is not None:
-            raise self._failure(bytes(gathered))
-        if limit is not None:
-            if (found < 0 and len(gathered) >= limit + len(separator)) or (
-                found - len(separator) > limit
-            ):
-                self._keep([bytes(gathered)])
-                raise LimitOverrunError(
-                    f"separator not found within the limit of {limit} bytes", len(gathered)
-                )
-            if found < 0:
-                raise IncompleteReadError(bytes(gathered), len(gathered) + len(separator))
-        cut = found if found >= 0 else len(gathered)
-        if size >= 0:
-            cut = min(cut, size)
-        self._keep([bytes(gathered[cut:])])
-        return self._done(bytes(gathered[:cut]))
+    # asyncio's framed reads and the slow path through a separator
+    # (pysock/_framing.py): functions bound here run with no extra frame.
+    readexactly = _framing.readexactly
+    readuntil = _framing.readuntil
+    _read_through = _framing.read_through
 
     def __iter__(self) -> SocketReader:
         if self._is_closed:
@@ -438,70 +327,9 @@ class SocketReader(io.BufferedIOBase):
         else:
             self._connection.close_read()
 
-    def _unread(self) -> Optional[bytes]:
-        """The bytes received from the socket that wait in this reader (no I/O).
-
-        None if another thread is reading: the answer would not stay true.
-        """
-        if not self._lock.acquire(blocking=False):
-            return None
-        try:
-            return self._stash + self._held(take=False)
-        finally:
-            self._lock.release()
-
-    def _take_unread_in_loop(self, sock: socket.socket, limit: int) -> Optional[OSError]:
-        """The selector thread takes an idle socket's unread bytes (see pysock._peekwatch).
-
-        Only when no thread is reading (the lock is free) and the reader is
-        open. The bytes go to the stash, behind what the buffer holds (moved
-        there first, so the order stays the stream's), until the stash holds
-        `limit` bytes or the kernel has no more. Returns the error a ``recv()``
-        met (a reset), which it consumed. Never blocks.
-        """
-        if not self._lock.acquire(blocking=False):
-            return None
-        try:
-            if self._is_closed:
-                return None
-            chunks = [self._stash, self._held(take=True)]
-            held = len(chunks[0]) + len(chunks[1])
-            error: Optional[OSError] = None
-            while held < limit:
-                try:
-                    data = sock.recv(limit - held, MSG_DONTWAIT)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    error = exc
-                    break
-                if not data:
-                    break  # The FIN: the kernel reports it again to the next read.
-                chunks.append(data)
-                held += len(data)
-            if len(chunks) > 2 or chunks[1]:
-                self._stash = b"".join(chunks)
-                self._unbind()
-            return error
-        finally:
-            self._lock.release()
-
-    def _held(self, take: bool) -> bytes:
-        """What the buffer holds, not touching the socket; `take` consumes it. Holds ``_lock``."""
-        buffer, raw = self._buffer, self._raw
-        if buffer is None or raw is None:
-            return b""
-        raw.nowait = True
-        bound = raw.__dict__.pop("readinto", None)  # the unbuffered fast path, if any
-        try:
-            held = bytes(buffer.peek(1))
-            if take and held:
-                buffer.read(len(held))
-            return held
-        finally:
-            raw.nowait = False
-            if bound is not None:
-                raw.readinto = bound  # type: ignore[method-assign]
+    # The unread bytes start_tls() checks and the idle watch takes (pysock/_unread.py).
+    _unread = unread_bytes.unread
+    _take_unread_in_loop = unread_bytes.take_unread_in_loop
 
     def _reset_lock_after_fork(self) -> None:
         """In a forked child: a parent thread may have held the lock; it never returns."""
@@ -523,24 +351,6 @@ class SocketReader(io.BufferedIOBase):
     def __repr__(self) -> str:
         state = "closed" if self._is_closed else self._connection.shown_state()
         return f"<pysock.SocketReader {self._connection.endpoint} {state}>"
-
-
-def _check_size(size: Any) -> int:
-    """None or a negative size is -1 ("all"); as in io, a bool is an int."""
-    if size is None:
-        return -1
-    if not isinstance(size, int):
-        raise TypeError(f"size must be an int or None, not {type(size).__name__}")
-    return int(size) if size >= 0 else -1
-
-
-def _bind(raw: _RawSocket, connection: Connection, untimed: bool) -> None:
-    """Bind the raw layer's ``readinto`` straight to the socket when no deadline applies."""
-    if untimed:
-        if "readinto" not in raw.__dict__:
-            raw.readinto = connection.recv_into  # type: ignore[method-assign]
-    else:
-        raw.__dict__.pop("readinto", None)
 
 
 def _head(b: Any, count: int) -> bytes:

@@ -17,7 +17,8 @@ together with the last ``len(sep) - 1`` bytes before it: a separator split
 across two receives is found without searching all of ``gathered`` again.
 
 Nothing here keeps state or knows the socket: the caller holds the reader's
-lock and applies the `limit` rules (`SocketReader._read_through`).
+lock and applies the `limit` rules (`read_through`, pysock/_framing.py). The
+reader's argument checks live here too (`check_separator`, `check_size`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import io
 from typing import Any, Final, Optional
 
-__all__ = ["LINE_ENDS", "check_separator", "gather"]
+__all__ = ["LINE_ENDS", "check_separator", "check_size", "gather"]
 
 # Separators whose only b"\n" ends them, known without a search.
 LINE_ENDS: Final = frozenset({b"\n", b"\r\n"})
@@ -42,6 +43,15 @@ def check_separator(sep: Any, limit: Any) -> bytes:
     if limit < len(sep):
         raise ValueError("limit must be at least the length of sep")
     return bytes(sep)
+
+
+def check_size(size: Any) -> int:
+    """None or a negative size is -1 ("all"); as in io, a bool is an int."""
+    if size is None:
+        return -1
+    if not isinstance(size, int):
+        raise TypeError(f"size must be an int or None, not {type(size).__name__}")
+    return int(size) if size >= 0 else -1
 
 
 def gather(

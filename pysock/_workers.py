@@ -20,7 +20,7 @@ import itertools
 import threading
 from typing import Any, Callable, Optional
 
-from ._loop import report_bug
+from ._bugs import report_bug
 
 __all__ = ["Workers"]
 

@@ -352,7 +352,8 @@ def test_the_loop_runs_on_kqueue_where_epoll_is_missing(monkeypatch: pytest.Monk
     monkeypatch.setattr(select, "kevent", FakeKevent, raising=False)
     loop = _loop.Loop()
     try:
-        assert isinstance(loop._hangups, KqueueHangups)
+        assert loop._hangups is not None
+        assert isinstance(loop._hangups._kernel, KqueueHangups)
         assert loop._peek_watch is None
         nested = loop._selector.fileno()
         assert kqueue.changelists() == [[FakeKevent(nested, EVFILT_READ, EV_ADD)]]

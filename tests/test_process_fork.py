@@ -21,7 +21,8 @@ from typing import Any, Callable, Final, Optional
 
 import pytest
 
-from pysock import Socket, connect
+from pysock import Socket, _loop, connect
+from pysock import _fork as registry
 
 from .helpers import reap, recv_exactly, sync_loop, wait_for
 from .peers import child_scripts as child
@@ -359,3 +360,68 @@ def test_fork_leaves_the_parents_sockets_working(timeout: Optional[float]) -> No
     assert observed["blocked_read"] == ["late data"]
     assert observed["idle_echo"] == "idle after the child\n"
     assert observed["connecting_state"].endswith(" connecting>")
+
+
+# -- the fork registry (pysock._fork) alone ---------------------------------------------
+
+
+def test_after_fork_callbacks_run_in_the_child_in_order_once_the_loop_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`register_after_fork` callbacks run in a real forked child only, in the
+    order registered, with the generation already bumped and the parent's loop
+    already abandoned (the loop registers first), so a callback may start the
+    child's own loop."""
+    sync_loop()  # The parent's loop runs: the child inherits it.
+    parent_loop = _loop.get_loop()
+    generation = registry.fork_generation()
+    seen: list[dict[str, Any]] = []
+
+    def first() -> None:
+        seen.append(
+            {
+                "generation": registry.fork_generation(),
+                "loop_dropped": _loop._loop is None,
+                "parent_loop_stopped": parent_loop.stopped,
+            }
+        )
+
+    def second() -> None:
+        seen.append({"after_first": len(seen) == 1})
+        new_loop = _loop.get_loop()
+        ran = threading.Event()
+        new_loop.call_soon_threadsafe(ran.set)
+        seen.append({"new_loop": new_loop is not parent_loop, "serves": ran.wait(PEER_TIMEOUT)})
+
+    registered = list(registry._after_fork_callbacks)
+    assert registered[0] is _loop._forget_loop_in_child  # First: the others may use a loop.
+    # A copy: the process's own list must not keep this test's callbacks.
+    monkeypatch.setattr(registry, "_after_fork_callbacks", registered)
+    registry.register_after_fork(first)
+    registry.register_after_fork(second)
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads: the point.
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        status = 1
+        try:
+            os.close(read_end)
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(json.dumps(seen).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    payload = _read_to_eof(read_end, CHILD_TIMEOUT)
+    assert reap(pid, CHILD_TIMEOUT) == 0
+    assert json.loads(payload) == [
+        {"generation": generation + 1, "loop_dropped": True, "parent_loop_stopped": True},
+        {"after_first": True},
+        {"new_loop": True, "serves": True},
+    ]
+    # Nothing ran here: the parent keeps its generation and its loop.
+    assert seen == []
+    assert registry.fork_generation() == generation
+    assert _loop.get_loop() is parent_loop and not parent_loop.stopped
+    sync_loop()
