@@ -542,12 +542,16 @@ class Connection(Opening, StreamIO):
         with self._lock:
             future = getattr(self, future_slot)
             if future is None:
-                future = concurrent.futures.Future()
+                future = self._new_future(future_slot)
                 setattr(self, future_slot, future)
                 outcome = getattr(self, outcome_slot)
                 if outcome is not None:
                     _finish(future, *outcome)
         return future
+
+    def _new_future(self, slot: str) -> concurrent.futures.Future[Any]:
+        """A new future for `slot` (TLS's ``opened`` lets a waiting caller step the handshake)."""
+        return concurrent.futures.Future()
 
     def _complete(
         self, future_slot: str, outcome_slot: str, result: Any, error: Optional[BaseException]
