@@ -268,11 +268,11 @@ class TlsHandshake:
             if conn._in_selector and not loop.in_loop_thread():
                 # Only that thread may drop the watch; a caller's turn meets this
                 # when the loop had registered before the claim and saw no readiness.
-                loop.call_soon_threadsafe(self._open, conn, sock)
+                loop.call_soon_threadsafe(self._open_connection, conn, sock)
                 return
-        self._open(conn, sock)
+        self._open_connection(conn, sock)
 
-    def _open(self, conn: TlsConnection, sock: socket.socket) -> None:
+    def _open_connection(self, conn: TlsConnection, sock: socket.socket) -> None:
         with conn._lock:
             if conn._in_selector:
                 _loop.get_loop().unwatch(sock)
