@@ -217,9 +217,12 @@ class TlsHandshake:
             sock = conn.sock
             if sock is None or conn.state is not State.CONNECTING:
                 return
+            before = self.turn
             if not self.move(TurnEvent.CLAIM):
                 return
-            conn.borrow()
+            if not conn.borrow():  # A release under way: leave the turn as it was.
+                self.turn = before
+                return
         in_step = False
         try:
             wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.out else 0)
