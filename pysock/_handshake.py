@@ -351,6 +351,8 @@ class HandshakeFuture(concurrent.futures.Future[SocketInfo]):
         handshake = conn._handshake if conn is not None else None
         if handshake is None or self.done() or _loop.get_loop().in_loop_thread():
             return timeout
+        if timeout is not None and timeout <= 0:
+            return timeout  # A look, not a wait (a loop polling result(0)): the loop steps.
         if timeout is None:
             handshake.drive(conn, None)  # type: ignore[arg-type]
             return None
