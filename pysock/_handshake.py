@@ -39,28 +39,27 @@ drop the registration.
 
 from __future__ import annotations
 
-import concurrent.futures
 import enum
 import errno
 import logging
 import selectors
 import socket
 import ssl
-import time
-import weakref
-from typing import TYPE_CHECKING, Any, Final, Optional
+from typing import TYPE_CHECKING, Final, Optional
 
 from . import _loop
+from ._handover import hand_over_later
 from ._info import SocketInfo, format_sockaddr
 from ._platform import MSG_DONTWAIT, deadline_wait
 from ._records import Handshake
 from ._state import State, step
+from ._tlsend import handshake_reason
 from .errors import TLSError
 
 if TYPE_CHECKING:
     from ._tls import TlsConnection
 
-__all__ = ["TURNS", "HandshakeFuture", "TlsHandshake", "Turn", "TurnEvent"]
+__all__ = ["TURNS", "TlsHandshake", "Turn", "TurnEvent"]
 
 _log = logging.getLogger("pysock")
 
@@ -156,8 +155,16 @@ class TlsHandshake:
 
     # -- the loop's side ------------------------------------------------------------------
 
-    def first_step(self, conn: TlsConnection, sock: socket.socket) -> None:
-        """The ClientHello, from the thread that connected; then the loop's turn."""
+    def first_step(self, conn: TlsConnection, sock: socket.socket, awaited: bool) -> None:
+        """The ClientHello, from the thread that connected; then the loop's turn.
+
+        From a caller's thread (`connect()`, `start_tls()`) the socket reaches
+        the loop within `pysock._handover.HANDOVER_GRACE`, unless a caller claims the turn
+        first, as one who waits for the open does: waking the loop for each
+        handshake cost as much as a twentieth of a loopback connect. If a
+        caller already waits (`awaited`: it found no handshake to step), or
+        the thread is the loop, the socket goes to the loop at once.
+        """
         wanted = self.step(conn, sock, 0)
         if wanted == 0:
             if self.turn is Turn.STEPPING:  # Done at once (no server answers so), or failed.
@@ -165,8 +172,12 @@ class TlsHandshake:
             return
         with conn._lock:
             paused = conn.state is State.CONNECTING and self.move(TurnEvent.PAUSE)
-        if paused:
+        if not paused:
+            return
+        if awaited or _loop.get_loop().in_loop_thread():
             self.hand_to_loop(conn, wanted)
+        else:
+            hand_over_later(conn, self)
 
     def hand_to_loop(self, conn: TlsConnection, events: int) -> None:
         """After a loop-side step (or a caller's leave): let the selector thread watch."""
@@ -317,7 +328,7 @@ class TlsHandshake:
                 sock.send(outq.popleft(), MSG_DONTWAIT)
         except OSError:
             pass  # Best effort: the peer may be gone already.
-        reason = _reason_of(exc)
+        reason = handshake_reason(exc)
         cause = exc
         if not isinstance(exc, ssl.SSLError):  # A reset, an EOF, an interrupt.
             # A TLSError's cause is always an ssl error (code that inspects it needs
@@ -327,65 +338,6 @@ class TlsHandshake:
         conn._fail_open(TLSError(f"TLS handshake with {conn.endpoint} failed: {reason}"), cause)
 
 
-class HandshakeFuture(concurrent.futures.Future[SocketInfo]):
-    """A TLS connection's ``opened``: a thread that waits on it steps the handshake itself.
-
-    Any other use (callbacks, `concurrent.futures.wait`) leaves it to the loop.
-    Holds the connection weakly: a future kept after the socket is dropped
-    keeps nothing else alive.
-    """
-
-    def __init__(self, conn: TlsConnection) -> None:
-        super().__init__()
-        self._connection = weakref.ref(conn)
-
-    def result(self, timeout: Optional[float] = None) -> SocketInfo:
-        return super().result(self._drive(timeout))
-
-    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
-        return super().exception(self._drive(timeout))
-
-    def _drive(self, timeout: Optional[float]) -> Optional[float]:
-        """Step the handshake here if it waits; return what is left of `timeout`."""
-        conn = self._connection()
-        handshake = conn._handshake if conn is not None else None
-        if handshake is None or self.done() or _loop.get_loop().in_loop_thread():
-            return timeout
-        if timeout is not None and timeout <= 0:
-            return timeout  # A look, not a wait (a loop polling result(0)): the loop steps.
-        if timeout is None:
-            handshake.drive(conn, None)  # type: ignore[arg-type]
-            return None
-        deadline = time.monotonic() + timeout
-        handshake.drive(conn, deadline)  # type: ignore[arg-type]
-        return max(0.0, deadline - time.monotonic())
-
-
 def _connecting(conn: TlsConnection) -> bool:
     """Whether the opening goes on (another thread may end it at any moment)."""
     return conn.state is State.CONNECTING
-
-
-# OpenSSL's reasons when the first bytes of the server's answer are not a TLS
-# record: a plaintext greeting ("220 ...", "HTTP/1.1 400") read as a header.
-_PLAINTEXT_ANSWERS: Final = frozenset(
-    {"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL"}
-)
-
-
-def _reason_of(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate verify failed: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLEOFError):
-        return "the peer closed the connection during the handshake"
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted in the middle of a step"
-    reason = str(getattr(exc, "reason", "") or "")
-    if reason in _PLAINTEXT_ANSWERS:
-        return (
-            f"the server seems to answer in plaintext ({reason}): this port does "
-            "not seem to speak TLS from the first byte (for a protocol that upgrades "
-            "later, such as SMTP on 587 or IMAP on 143, use secure_transport='starttls')"
-        )
-    detail: Any = reason or getattr(exc, "strerror", None) or str(exc)
-    return str(detail)

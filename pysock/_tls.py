@@ -48,17 +48,19 @@ import enum
 import socket
 import ssl
 import threading
-from typing import Any, Callable, Final, Optional, Sequence
+from typing import Any, Callable, Final, Optional
 
 from . import _loop
 from ._address import Endpoint
 from ._connection import Connection, Deadline
-from ._handshake import HandshakeFuture, TlsHandshake
+from ._handover import HandshakeFuture
+from ._handshake import TlsHandshake
 from ._opening import tune
 from ._options import Options
 from ._peekwatch import UNREAD_LIMIT
 from ._records import TlsRecords
 from ._state import Event, Read, State
+from ._tlscontext import OP_IGNORE_UNEXPECTED_EOF, default_context
 from ._tlsend import decrypt_after_break, examine_hangup_in_loop, failed_by
 from ._wire import FarewellEvent, RecordWire
 from .errors import BrokenSocketError, PysockError, SocketClosedError
@@ -73,38 +75,6 @@ _WRITE_CHUNK: Final = 256 * 1024
 # 128 KiB 1.03x, 256 KiB 1.06x; allocated on a socket's first read.
 _CIPHER_BUFFER_SIZE: Final = 128 * 1024
 
-# OpenSSL 3's SSL_OP_IGNORE_UNEXPECTED_EOF turns a truncated stream into a clean
-# EOF. Python 3.8 and 3.9 set it in every new context; 3.10+ leave it clear. A
-# build too old to name it gets OpenSSL 3's value.
-OP_IGNORE_UNEXPECTED_EOF: Final = getattr(
-    ssl, "OP_IGNORE_UNEXPECTED_EOF", 0x80 if ssl.OPENSSL_VERSION_INFO >= (3,) else 0
-)
-
-_contexts: dict[Optional[tuple[str, ...]], ssl.SSLContext] = {}
-_contexts_lock = threading.Lock()
-
-
-def default_context(alpn_protocols: Optional[Sequence[str]] = None) -> ssl.SSLContext:
-    """pysock's secure default context: one per process and ALPN list, never modified after.
-
-    ``ssl.create_default_context()`` (system CAs, hostname check, verification
-    required), TLS 1.2 at least, and ``OP_IGNORE_UNEXPECTED_EOF`` cleared so a
-    truncated stream is an error, not an EOF.
-    """
-    key = tuple(alpn_protocols) if alpn_protocols else None
-    with _contexts_lock:
-        context = _contexts.get(key)
-        if context is None:
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.check_hostname = True
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.options &= ~OP_IGNORE_UNEXPECTED_EOF
-            if key:
-                context.set_alpn_protocols(list(key))
-            _contexts[key] = context
-        return context
-
 
 class Loan(enum.Enum):
     """Whether a TLS thread outside reads and writes holds the descriptor (`borrow`)."""
@@ -117,7 +87,15 @@ class Loan(enum.Enum):
 class TlsConnection(Connection):
     """A `Connection` whose bytes go through TLS; see the module docstring."""
 
-    __slots__ = ("_cipher_buffer", "_handshake", "_loan", "_records", "_sock_rlock", "_wire")
+    __slots__ = (
+        "_awaited",
+        "_cipher_buffer",
+        "_handshake",
+        "_loan",
+        "_records",
+        "_sock_rlock",
+        "_wire",
+    )
 
     def __init__(self, endpoint: Endpoint, options: Options) -> None:
         # The SSL object first: if the ssl module refuses the name, nothing exists
@@ -137,6 +115,7 @@ class TlsConnection(Connection):
         self._wire = RecordWire(self._records)
         self._sock_rlock = threading.Lock()
         self._handshake: Optional[TlsHandshake] = None
+        self._awaited = False  # A caller waits for the open before the handshake began.
         self._loan = Loan.FREE
         self._cipher_buffer: Optional[memoryview] = None
 
@@ -164,7 +143,15 @@ class TlsConnection(Connection):
             self._attempts = ()
             self.sock = sock
             self._handshake = handshake
-        handshake.first_step(self, sock)
+            awaited = self._awaited
+        handshake.first_step(self, sock, awaited)
+
+    def handshake_for_waiter(self) -> Optional[TlsHandshake]:
+        """The handshake a waiting caller may step; if none began yet, note that one waits."""
+        with self._lock:
+            if self._handshake is None:
+                self._awaited = True  # Its first step then hands it to the loop at once.
+            return self._handshake
 
     def handshake_deadline(self) -> Optional[float]:
         """The connect deadline, which bounds the handshake too (None: no deadline)."""

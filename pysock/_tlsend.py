@@ -19,7 +19,9 @@ kernel (a write timeout, a reset a writer met) delivers them before the
 error: `decrypt_after_break` decrypts them for the next read, without
 waiting (the socket is shut down by then).
 
-An SSL error on the open connection (`failed_by`) is a `BrokenSocketError`,
+A failed handshake is described by `handshake_reason` (a certificate we
+refused, a server that answers in plaintext). An SSL error on the open
+connection (`failed_by`) is a `BrokenSocketError`,
 unless it is the peer refusing the handshake's outcome with an alert: over
 TLS 1.3 the server checks a client certificate after the client has
 finished, so a missing or refused one comes as the first record, and that is
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from typing import TYPE_CHECKING, Final, Optional
 
 from ._platform import MSG_DONTWAIT
@@ -40,7 +43,12 @@ from .errors import PysockError, TLSError
 if TYPE_CHECKING:
     from ._tls import TlsConnection
 
-__all__ = ["decrypt_after_break", "examine_hangup_in_loop", "failed_by"]
+__all__ = [
+    "decrypt_after_break",
+    "examine_hangup_in_loop",
+    "failed_by",
+    "handshake_reason",
+]
 
 # One receive of ciphertext from an idle socket: up to eight full TLS records.
 _RECEIVE: Final = 128 * 1024
@@ -157,3 +165,28 @@ _CERTIFICATE_ALERTS: Final = (
     "UNKNOWN_CA",
     "ACCESS_DENIED",
 )
+
+
+# OpenSSL's reasons when the first bytes of the server's answer are not a TLS
+# record: a plaintext greeting ("220 ...", "HTTP/1.1 400") read as a header.
+_PLAINTEXT_ANSWERS: Final = frozenset(
+    {"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL"}
+)
+
+
+def handshake_reason(exc: BaseException) -> str:
+    """Why a handshake failed, in words a user can act on."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLEOFError):
+        return "the peer closed the connection during the handshake"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted in the middle of a step"
+    reason = str(getattr(exc, "reason", "") or "")
+    if reason in _PLAINTEXT_ANSWERS:
+        return (
+            f"the server seems to answer in plaintext ({reason}): this port does "
+            "not seem to speak TLS from the first byte (for a protocol that upgrades "
+            "later, such as SMTP on 587 or IMAP on 143, use secure_transport='starttls')"
+        )
+    return str(reason or getattr(exc, "strerror", None) or exc)
