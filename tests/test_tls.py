@@ -569,6 +569,20 @@ def test_a_caller_waiting_for_the_open_steps_the_handshake_itself(
         assert sock.readable.readline() == b"after a caller's handshake\n"
 
 
+def test_a_handshake_nobody_waits_for_is_run_by_the_loop(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    go = threading.Event()
+    server = serve(held_tls_echo(server_ctx, go))
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        threads: list[str] = []
+        sock.opened.add_done_callback(lambda _: threads.append(threading.current_thread().name))
+        go.set()
+        done, _ = concurrent.futures.wait([sock.opened], TIMEOUT)  # Waits, never steps.
+        assert done and sock.opened.exception(0) is None
+        assert threads == ["pysock-selector"]
+
+
 def test_a_caller_that_stops_waiting_hands_the_handshake_back_to_the_loop(
     serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
 ) -> None:
