@@ -14,14 +14,16 @@ steps at a time:
 
 * The loop's side. The thread that finished the TCP connect makes the first
   step (the ClientHello leaves at once), then hands the socket to the
-  selector thread (HANDED), which watches it (WATCHED) and steps on each
-  readiness (STEPPING).
+  selector thread (HANDED; from a caller's thread within
+  `pysock._handover.HANDOVER_GRACE`), which watches it (WATCHED) and steps
+  on each readiness (STEPPING).
 * A caller who waits for the open (`opened.result()`, `opened.exception()`,
-  or a read or write waiting for it: `HandshakeFuture`) claims the turn
-  while no loop step runs (CLAIM), and steps the handshake in its own thread,
-  waiting with ``poll()``. Connect-then-wait, the common case, so costs no
-  thread hand-off: the loop's only part is to drop its watch, if it had
-  registered one, when it sees the socket ready in the caller's turn. The
+  or a read or write waiting for it: `pysock._handover.HandshakeFuture`)
+  claims the turn while no loop step runs (CLAIM), and steps the handshake
+  in its own thread, waiting with ``poll()``. Connect-then-wait, the common
+  case, so costs no thread hand-off and usually no wake-up of the loop at
+  all; if the loop had registered the socket first, it drops its watch when
+  it sees the socket ready in the caller's turn. The
   caller holds the descriptor as a read does (`TlsConnection.borrow`):
   ``close()`` from another thread shuts the socket down, which wakes its
   ``poll()``, and the caller closes the descriptor on its way out. A caller
@@ -159,11 +161,11 @@ class TlsHandshake:
         """The ClientHello, from the thread that connected; then the loop's turn.
 
         From a caller's thread (`connect()`, `start_tls()`) the socket reaches
-        the loop within `pysock._handover.HANDOVER_GRACE`, unless a caller claims the turn
-        first, as one who waits for the open does: waking the loop for each
-        handshake cost as much as a twentieth of a loopback connect. If a
-        caller already waits (`awaited`: it found no handshake to step), or
-        the thread is the loop, the socket goes to the loop at once.
+        the loop within `pysock._handover.HANDOVER_GRACE`, unless a caller
+        claims the turn first, as one who waits for the open does: waking the
+        loop for each handshake cost about a twentieth of a loopback connect.
+        If a caller already waits (`awaited`: it found no handshake to step),
+        or the thread is the loop, the socket goes to the loop at once.
         """
         wanted = self.step(conn, sock, 0)
         if wanted == 0:
