@@ -265,7 +265,7 @@ class Connection(StreamIO):
             _log.debug(
                 "%s: open, %s -> %s", self.endpoint, info.local_address, info.remote_address
             )
-        if type(future) is concurrent.futures.Future:
+        if isinstance(future, concurrent.futures.Future):  # CONNECTING had no outcome.
             finish(future, info, None)
         if self._write_side is Write.DONE:  # Else FINISHED cannot apply yet (`finishes`).
             self._send_eof()
@@ -486,16 +486,20 @@ class Connection(StreamIO):
     @property
     def opened(self) -> concurrent.futures.Future[SocketInfo]:
         future = self._opened_future
-        if type(future) is not concurrent.futures.Future:
+        if future is None or isinstance(future, tuple):
             future = created_future(self, "_opened_future")
         return future
 
     @property
     def closed(self) -> concurrent.futures.Future[None]:
         future = self._closed_future
-        if type(future) is not concurrent.futures.Future:
+        if future is None or isinstance(future, tuple):
             future = created_future(self, "_closed_future")
         return future
+
+    def _new_future(self, slot: str) -> concurrent.futures.Future[Any]:
+        """A new future for `slot` (TLS's ``opened`` lets a waiting caller step the handshake)."""
+        return concurrent.futures.Future()
 
     def upgrade_refusal(self) -> Optional[str]:
         """Why `start_tls()` may not take this connection over (the UPGRADE guard), or None."""

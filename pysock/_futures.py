@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["Lazy", "complete", "created_future", "finish"]
 
 # A future's slot: None, then the outcome ``(result, error)`` or, once asked
-# for, the future itself.
+# for, the future itself (`Connection._new_future`: TLS's ``opened`` is a
+# `pysock._handover.HandshakeFuture`).
 Lazy = Union[None, tuple[Any, Optional[BaseException]], "concurrent.futures.Future[Any]"]
 
 
@@ -31,9 +32,9 @@ def created_future(connection: Connection, slot: str) -> Any:
     """The future in `slot`, created on first use and completed with the outcome kept there."""
     with connection._lock:
         held = getattr(connection, slot)
-        if type(held) is concurrent.futures.Future:
+        if isinstance(held, concurrent.futures.Future):
             return held  # Another thread created it first.
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future = connection._new_future(slot)
         setattr(connection, slot, future)
         if held is not None:
             # Under the lock, so that no later outcome comes first; a new future
@@ -51,7 +52,7 @@ def complete(
         if held is None:
             setattr(connection, slot, (result, error))
             return
-        if type(held) is not concurrent.futures.Future or held.done():
+        if not isinstance(held, concurrent.futures.Future) or held.done():
             return  # The first outcome stays.
     finish(held, result, error)
 

@@ -36,7 +36,8 @@ whichever threads produced them. The owner drains the queue from the left,
 one sender at a time, with no need for ``_ssl_lock`` (``append`` and
 ``popleft`` are atomic): the queue is the one field shared outside the lock.
 Only the handshake's flights bypass it (`handshake` returns them): the
-handshake runs before anyone else may produce a record.
+handshake runs before anyone else may produce a record. A failed handshake
+leaves its alert there.
 
 Reading, and the plaintext queue ``_plain``
 -------------------------------------------
@@ -168,6 +169,8 @@ class TlsRecords:
 
         Raises:
             ssl.SSLError: the handshake failed (a refused certificate, an alert).
+                The alert OpenSSL produced for our own refusal, if any, is in
+                `outq`, to be sent before the socket closes.
         """
         with self._ssl_lock:
             try:
@@ -175,9 +178,10 @@ class TlsRecords:
                 step = Handshake.DONE
             except ssl.SSLWantReadError:
                 step = Handshake.WANT_READ
-            finally:
-                flight = self._outgoing.read()  # On a failure too: nothing is left behind.
-            return step, flight
+            except ssl.SSLError:
+                self._queue_outgoing()
+                raise
+            return step, self._outgoing.read()
 
     def describe(self) -> TLSInfo:
         """What the completed handshake established."""

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
+import select
+import signal
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator, Optional
 
 import pytest
 import trustme
@@ -23,8 +27,9 @@ from pysock import (
     TLSInfo,
     connect,
 )
+from pysock._handshake import Turn
 
-from .helpers import recv_all, same_error
+from .helpers import recv_all, same_error, wait_until
 from .peers.tcp import Server
 from .peers.tls import (
     RecordingTlsServerSide,
@@ -512,3 +517,256 @@ def test_a_plaintext_answer_says_the_port_does_not_speak_tls(
         assert "does not seem to speak TLS" in str(error)
         assert "secure_transport='starttls'" in str(error)
         assert isinstance(error.__cause__, ssl.SSLError)
+
+
+# -- the handshake stepped by the caller who waits for it -------------------------------
+
+
+def held_tls_echo(context: ssl.SSLContext, go: threading.Event) -> Callable[[socket.socket], None]:
+    """A TLS echo that answers the ClientHello only once `go` is set."""
+
+    def handler(conn: socket.socket) -> None:
+        go.wait(TIMEOUT)
+        tls = wrap(conn, context)
+        while data := tls.recv(65536):
+            tls.sendall(data)
+        close_cleanly(tls)
+
+    return handler
+
+
+def turn_of(sock: pysock.Socket) -> Optional[Turn]:
+    handshake = sock._connection._handshake  # type: ignore[attr-defined]
+    return None if handshake is None else handshake.turn
+
+
+def wait_for_the_loops_turn(sock: pysock.Socket) -> None:
+    """The ClientHello is out and the selector thread has the handshake (nobody waits)."""
+    wait_until(lambda: turn_of(sock) in (Turn.HANDED, Turn.WATCHED), "the loop's turn")
+
+
+def test_a_caller_waiting_for_the_open_steps_the_handshake_itself(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    go = threading.Event()
+    server = serve(held_tls_echo(server_ctx, go))
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        wait_for_the_loops_turn(sock)
+        results: list[pysock.SocketInfo] = []
+        waiters = [
+            threading.Thread(target=lambda: results.append(sock.opened.result(TIMEOUT)))
+            for _ in range(2)  # One steps it; the other waits for the future.
+        ]
+        for waiter in waiters:
+            waiter.start()
+        wait_until(lambda: turn_of(sock) is Turn.CALLER, "a waiting caller's turn")
+        go.set()
+        for waiter in waiters:
+            waiter.join(TIMEOUT)
+        assert len(results) == 2 and results[0] is results[1]
+        assert results[0].remote_address == server.address
+        sock.writable.write(b"after a caller's handshake\n")
+        assert sock.readable.readline() == b"after a caller's handshake\n"
+
+
+def test_a_handshake_nobody_waits_for_is_run_by_the_loop(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    go = threading.Event()
+    server = serve(held_tls_echo(server_ctx, go))
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        threads: list[str] = []
+        sock.opened.add_done_callback(lambda _: threads.append(threading.current_thread().name))
+        go.set()
+        done, _ = concurrent.futures.wait([sock.opened], TIMEOUT)  # Waits, never steps.
+        assert done and sock.opened.exception(0) is None
+        assert threads == ["pysock-selector"]
+
+
+def test_a_caller_that_stops_waiting_hands_the_handshake_back_to_the_loop(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    go = threading.Event()
+    server = serve(held_tls_echo(server_ctx, go))
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        wait_for_the_loops_turn(sock)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            sock.opened.result(0.2)
+        assert turn_of(sock) in (Turn.HANDED, Turn.WATCHED)
+        go.set()
+        done, _ = concurrent.futures.wait([sock.opened], TIMEOUT)  # Waits, never steps.
+        assert done and sock.opened.result(0).remote_address == server.address
+
+
+def test_close_abandons_a_handshake_a_caller_steps(
+    serve: Callable[..., Server], client_ctx: ssl.SSLContext
+) -> None:
+    server = serve(lambda conn: recv_all(conn))  # never answers the ClientHello
+    sock = connect(server.address, secure_transport="on", tls_context=client_ctx)
+    wait_for_the_loops_turn(sock)
+    errors: list[Optional[BaseException]] = []
+    waiter = threading.Thread(target=lambda: errors.append(sock.opened.exception(TIMEOUT)))
+    waiter.start()
+    wait_until(lambda: turn_of(sock) is Turn.CALLER, "the waiting caller's turn")
+    sock.close()  # Wakes its poll(); it closes the descriptor on its way out.
+    waiter.join(TIMEOUT)
+    assert not waiter.is_alive()
+    assert isinstance(errors[0], SocketClosedError)
+
+
+def test_the_connect_deadline_bounds_a_handshake_a_caller_steps(
+    serve: Callable[..., Server], client_ctx: ssl.SSLContext
+) -> None:
+    server = serve(lambda conn: recv_all(conn))
+    options = {"secure_transport": "on", "tls_context": client_ctx, "connect_timeout": 0.3}
+    with connect(server.address, **options) as sock:  # type: ignore[arg-type]
+        with pytest.raises(SocketTimeout, match=r"timed out after 0\.3s"):
+            sock.opened.result(TIMEOUT)
+        assert sock.closed.done()
+
+
+@pytest.fixture
+def alarm() -> Iterator[Callable[[float], None]]:
+    """Ctrl-C in the main thread after some seconds (SIGALRM raising KeyboardInterrupt)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+
+    def start(seconds: float) -> None:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    yield start
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_ctrl_c_in_a_caller_stepping_the_handshake_hands_it_to_the_loop(
+    serve: Callable[..., Server],
+    server_ctx: ssl.SSLContext,
+    client_ctx: ssl.SSLContext,
+    alarm: Callable[[float], None],
+) -> None:
+    go = threading.Event()
+    server = serve(held_tls_echo(server_ctx, go))
+    with connect(server.address, secure_transport="on", tls_context=client_ctx) as sock:
+        wait_for_the_loops_turn(sock)
+        alarm(0.2)
+        with pytest.raises(KeyboardInterrupt):
+            sock.opened.result(TIMEOUT)  # Interrupted in its poll(), between two steps.
+        assert sock.opened.done() is False
+        assert turn_of(sock) in (Turn.HANDED, Turn.WATCHED)
+        go.set()
+        done, _ = concurrent.futures.wait([sock.opened], TIMEOUT)
+        assert done and sock.opened.exception(0) is None
+
+
+# -- close_notify and the handshake's alert ---------------------------------------------
+
+
+def running(thread: threading.Thread, function: str) -> bool:
+    """Whether `thread` is inside `function` now (blocked there, say)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def farewell_judge(context: ssl.SSLContext, ends: list[str]) -> Callable[[socket.socket], None]:
+    """Echo one message, then record how the client's stream ended."""
+
+    def handler(conn: socket.socket) -> None:
+        tls = context.wrap_socket(conn, server_side=True, suppress_ragged_eofs=False)
+        tls.sendall(tls.recv(100))
+        try:
+            while tls.recv(100):
+                pass
+            ends.append("close_notify")
+        except (ssl.SSLError, OSError) as exc:
+            ends.append(repr(exc))
+        tls.close()
+
+    return handler
+
+
+def test_close_sends_close_notify_while_a_reader_flushes(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    """close() waits for a reader's non-blocking flush (it holds the send lock briefly)."""
+    ends: list[str] = []
+    server = serve(farewell_judge(server_ctx, ends))
+    sock = connect(server.address, secure_transport="on", tls_context=client_ctx)
+    sock.writable.write(b"hi")
+    assert sock.readable.read1(100) == b"hi"
+    wire = sock._connection._wire  # type: ignore[attr-defined]
+    holding, release = threading.Event(), threading.Event()
+
+    def reader_flushing() -> None:  # What a reader's _flush_nowait holds.
+        with wire.nowait_lock, wire.send_lock:
+            holding.set()
+            release.wait(TIMEOUT)
+
+    reader = threading.Thread(target=reader_flushing)
+    reader.start()
+    assert holding.wait(TIMEOUT)
+    closer = threading.Thread(target=sock.close)
+    closer.start()
+    wait_until(
+        lambda: not closer.is_alive() or running(closer, "flush_nowait"), "close() at the lock"
+    )
+    release.set()
+    reader.join(TIMEOUT)
+    closer.join(TIMEOUT)
+    wait_until(lambda: ends, "the server's judgement")
+    assert ends == ["close_notify"]
+
+
+def test_close_wakes_a_half_close_blocked_sending_close_notify(
+    serve: Callable[..., Server], leaf: trustme.LeafCert, client_ctx: ssl.SSLContext
+) -> None:
+    """writable.close() holds the descriptor while it sends: close() wakes it, never frees it."""
+    release = threading.Event()
+
+    def never_reads(conn: socket.socket) -> None:
+        with wrap(conn, server_context(leaf, ssl.TLSVersion.TLSv1_3)):
+            release.wait(3 * TIMEOUT)  # Longer than the test waits for the half-closer.
+
+    server = serve(never_reads)
+    sock = connect(server.address, secure_transport="on", tls_context=client_ctx)
+    sock.opened.result(TIMEOUT)
+    connection = sock._connection
+    raw = connection.sock
+    assert raw is not None
+    # Records produced before close_notify (by a writer, say) go out first: more
+    # than our buffer and the peer's take.
+    connection._records.encrypt(bytes(16 * MiB))  # type: ignore[attr-defined]
+    half_closer = threading.Thread(target=sock.writable.close)
+    half_closer.start()
+    wait_until(
+        lambda: running(half_closer, "send_queued") and not select.select([], [raw], [], 0)[1],
+        "writable.close() blocked sending",
+    )
+    sock.close()
+    try:
+        half_closer.join(TIMEOUT)
+        assert not half_closer.is_alive(), "still blocked on a descriptor close() took away"
+    finally:
+        release.set()  # The peer leaves: a blocked send would end now.
+    assert sock.closed.done()
+
+
+def test_our_refusal_of_the_certificate_reaches_the_server_as_an_alert(
+    serve: Callable[..., Server], server_ctx: ssl.SSLContext
+) -> None:
+    recorder = RecordingTlsServerSide(server_ctx)
+    server = serve(recorder)
+    stranger = ssl.create_default_context()
+    trustme.CA().configure_trust(stranger)  # trusts some other CA only
+    with connect(server.address, secure_transport="on", tls_context=stranger) as sock:
+        assert isinstance(sock.opened.exception(TIMEOUT), TLSError)
+    server.stop()
+    error = recorder.handshake_error
+    assert isinstance(error, ssl.SSLError) and "ALERT" in str(error.reason), repr(error)
