@@ -16,14 +16,10 @@ A `Connection` owns one stdlib socket. Three kinds of threads touch it:
   the peer's FIN or RST so that ``closed`` completes with nobody reading.
 * **A DNS worker** resolves names, so a slow lookup never stalls the loop.
 
-Closing from another thread must wake a blocked reader or writer without
-closing the descriptor under its feet (the number could be reused by an
-unrelated file before the blocked call returns). So `close()` shuts the
-socket down, which wakes every blocked call, and the descriptor itself is
-released only when the loop has forgotten it *and* no call is inside it: the
-``_reading``/``_writing`` flags and ``_release_pending`` form a Dekker-style
-handshake (each side writes its own flag, then reads the other's), which is
-sound because every bytecode is atomic under the GIL.
+Closing from another thread wakes blocked calls without closing the
+descriptor under their feet: `pysock._descriptor` says how. How the
+selector thread judges an idle socket's end is `pysock._peerend`; the
+half-closes are `pysock._halfclose`.
 
 The state machine lives in `pysock._state`; `_transition` is the only place
 that changes ``state``, under ``_lock``, and the futures are completed after
@@ -35,50 +31,38 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import socket
-import struct
 import threading
 import warnings
 import weakref
-from typing import Any, Final, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
-from . import _loop, _peerend
+from . import _descriptor, _halfclose, _loop, _open, _peerend
 from ._address import Endpoint
-from ._dialer import Dialer, dial
-from ._futures import Lazy, complete, created_future, finish
-from ._info import SocketInfo, TLSInfo, socket_info
-from ._opening import reset_dns_after_fork, tune
+from ._dialer import Dialer
+from ._futures import Lazy, complete, created_future
+from ._info import SocketInfo, TLSInfo
+from ._opening import reset_dns_after_fork
 from ._options import Options
 from ._platform import CAN_BLOCK
 from ._rawio import Deadline, StreamIO, afresh
 from ._state import (
-    DESCRIPTOR_TRANSITIONS,
     FAST_FLAGS,
     IN_SELECTOR,
-    PEER_ENDED,
-    READ_TRANSITIONS,
-    READER_CLOSED,
     REGISTRATION_TRANSITIONS,
     TERMINAL,
-    WRITE_TRANSITIONS,
     Descriptor,
-    DescriptorEvent,
     Event,
     Read,
-    ReadEvent,
     Registration,
     RegistrationEvent,
     State,
     Write,
-    WriteEvent,
-    finishes,
     next_state,
-    step,
     upgrade_refusal,
 )
 from .errors import (
     BrokenSocketError,
     SocketClosedError,
-    StartTlsError,
 )
 
 __all__ = ["Connection", "Deadline"]
@@ -92,13 +76,15 @@ _live: set[weakref.ref[Connection]] = set()
 # WARNING is `Socket.stream()`'s mid-response upstream failure, which a WSGI
 # server would otherwise drop. Never data, keys or certificates.
 _log = logging.getLogger("pysock")
-_LINGER_ABORT: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST.
 
 
 class Connection(StreamIO):
     """One TCP connection; see the module docstring. Internal: `pysock.Socket` wraps it."""
 
     # Slots: an idle connection must stay small (docs/performance.md, 10,000 idle sockets).
+    # Only a TLS connection has a handshake's outcome (`TlsConnection` gives it a slot).
+    tls: Optional[TLSInfo] = None
+
     __slots__ = (
         "__weakref__",
         "_blocking",
@@ -107,13 +93,11 @@ class Connection(StreamIO):
         "_dialer",
         "_lock",
         "_opened_future",
-        "_parked",
         "_read_error",
         "_read_ok",
         "_read_side",
         "_reading",
         "_registration",
-        "_release_pending",
         "_reset_error",
         "_write_error",
         "_write_ok",
@@ -127,8 +111,6 @@ class Connection(StreamIO):
         "sock",
         "state",
         "timeout",
-        "tls",
-        "writer_gone",
     )
 
     def __init__(self, endpoint: Endpoint, options: Options) -> None:
@@ -143,7 +125,6 @@ class Connection(StreamIO):
         # Raw reads made so far: the idle watch without epoll tells a socket that
         # a thread reads from one whose bytes wait unread (pysock._peekwatch).
         self.raw_reads = 0
-        self.writer_gone = False  # Set by the writer's finalizer: nothing can write any more.
         self.sock: Optional[socket.socket] = None
         self.info: Optional[SocketInfo] = None
         self._lock = threading.Lock()
@@ -161,18 +142,12 @@ class Connection(StreamIO):
         # Who holds the descriptor, and where the loop watches it (pysock._state).
         self._descriptor = Descriptor.HELD
         self._registration = Registration.UNWATCHED
-        # The descriptor hand-off (module docstring): a call is inside the
-        # descriptor; and, derived from `_descriptor` by `_hand`, the last call
-        # out closes it (read on every call's way out, so one attribute).
+        # A call is inside the descriptor: one half of the close handshake
+        # (pysock._descriptor); the other is `_descriptor` reaching LAST_OUT.
         self._reading = False
         self._writing = False
-        self._release_pending = False
         # The opening's state while it needs one (pysock._dialer); None once open.
         self._dialer: Optional[Dialer] = None
-        self.tls: Optional[TLSInfo] = None
-        # A read failure waiting for the reader to raise it (see pysock._rawio).
-        # Written and read only under the reader's lock.
-        self._parked: Optional[BaseException] = None
         # The per-call timeout of reads and writes: `Socket.timeout` sets it, and
         # each call reads it once when it starts.
         self.timeout = options.timeout
@@ -186,90 +161,17 @@ class Connection(StreamIO):
 
     # -- opening (the state of a longer opening is its `Dialer`'s) ----------------------
 
-    def start(self) -> None:
-        """Begin opening (`pysock._dialer.dial`), under the connect deadline."""
-        dial(self)
-        if self.options.connect_timeout is not None and self.state is State.CONNECTING:
-            self.schedule_connect_deadline()
-
-    def schedule_connect_deadline(self) -> None:
-        """Fail the opening with `SocketTimeout` at the connect deadline, if still connecting.
-
-        The deadline covers the TLS handshake too: a connection that had no
-        dialer (connected at once, or taken over by `start_tls()`) gets one
-        for its deadline.
-        """
-        with self._lock:
-            if self.state is not State.CONNECTING:
-                return
-            dialer = self._dialer
-            if dialer is None:
-                dialer = self._dialer = Dialer(self)
-        dialer.schedule_deadline()
-
-    def _connected(self, sock: socket.socket, peer: Any = None) -> None:
-        """The TCP connection (or tunnel) is up: switch the socket to its I/O mode and open.
-
-        `peer` is ``sock.getpeername()`` when the caller has it already.
-        """
-        try:
-            tune(sock, self.options)
-            if self._blocking:
-                sock.setblocking(True)
-            info = socket_info(sock, peer)
-        except OSError as exc:
-            self._connected_failed(sock, exc)
-            return
-        self._opened(sock, info)
-
-    def _connected_failed(self, sock: socket.socket, exc: OSError) -> None:
-        """Setting the connected `sock` up failed: the dialer tries the next address, if any."""
-        with self._lock:
-            dialer = self._dialer
-            if dialer is None and self.state is State.CONNECTING:
-                dialer = self._dialer = Dialer(self)  # `sock` was connected at once.
-        if dialer is None:
-            sock.close()  # Closed meanwhile; never in a dialer's attempts.
-            return
-        dialer.connected_failed(sock, exc, _loop.get_loop().in_loop_thread())
-
-    def _forget_attempts(self) -> None:
-        """The winning attempt's socket became ``sock`` (a TLS handshake). Holds ``_lock``."""
-        if self._dialer is not None:
-            self._dialer.attempts = ()
-
-    def _cancel_deadline(self) -> None:
-        dialer = self._dialer
-        if dialer is not None:
-            dialer.cancel_timers()
-
-    def _opened(self, sock: socket.socket, info: SocketInfo) -> None:
-        """Enter OPEN (any thread) and drop the dialer. TLS calls this after its handshake."""
-        with self._lock:
-            if self.state is not State.CONNECTING:
-                return
-            dialer, self._dialer = self._dialer, None
-            self.sock = sock
-            self.info = info
-            # A stream closed while connecting stays closed (its close is applied now).
-            self._enter(State.OPEN)
-            self._set_hangup_watch(_loop.HANGUP_WITH_EOF, defer=True)
-            # The first outcome (`complete`, inline): CONNECTING had none yet, so the
-            # slot holds None or the future a caller asked for.
-            future = self._opened_future
-            if future is None:
-                self._opened_future = (info, None)
-        if dialer is not None:
-            dialer.cancel_timers()
-        if _log.isEnabledFor(logging.DEBUG):
-            _log.debug(
-                "%s: open, %s -> %s", self.endpoint, info.local_address, info.remote_address
-            )
-        if isinstance(future, concurrent.futures.Future):  # CONNECTING had no outcome.
-            finish(future, info, None)
-        if self._write_side is Write.DONE:  # Else FINISHED cannot apply yet (`finishes`).
-            self._send_eof()
-            self._maybe_finish()
+    # Opening, until OPEN (pysock._open).
+    start = _open.start
+    schedule_connect_deadline = _open.schedule_connect_deadline
+    _connected = _open.connected
+    _connected_failed = _open.connected_failed
+    _forget_attempts = _open.forget_attempts
+    _cancel_deadline = _open.cancel_deadline
+    _opened = _open.opened
+    _fail_open = _open.fail_open
+    handshake_deadline = _open.handshake_deadline
+    on_connect_deadline = _open.on_connect_deadline
 
     def shown_state(self) -> str:
         """The state as a user reads it in a repr.
@@ -286,15 +188,6 @@ class Connection(StreamIO):
             return str(state.value)
         return "closed"
 
-    def _fail_open(self, error: BaseException, cause: Optional[BaseException] = None) -> None:
-        if cause is not None:
-            error.__cause__ = cause
-        if self._transition(Event.OPEN_FAILED, error):
-            with self._lock:
-                released = self._hand(DescriptorEvent.RELEASE)
-            if released:
-                self._release()
-
     # -- the loop's view of an open socket ------------------------------------------
 
     def _watched(self, event: RegistrationEvent) -> None:
@@ -308,17 +201,18 @@ class Connection(StreamIO):
         """Whether the loop's selector holds the descriptor: it then closes on the loop thread."""
         return self._registration in IN_SELECTOR
 
-    def _hand(self, event: DescriptorEvent) -> bool:
-        """One step of the descriptor's machine (`pysock._state.Descriptor`). Holds ``_lock``.
-
-        Returns False when `event` does not apply (released or handed off already).
-        """
-        new = DESCRIPTOR_TRANSITIONS.get((self._descriptor, event))
-        if new is None:
-            return False
-        self._descriptor = new
-        self._release_pending = new is Descriptor.LAST_OUT
-        return True
+    # The descriptor's life, from the close handshake to a fork (pysock._descriptor).
+    _hand = _descriptor.hand
+    _shutdown_sock = _descriptor.shutdown_sock
+    take_over = _descriptor.take_over
+    close = _descriptor.close
+    _release = _descriptor.release
+    _release_in_loop = _descriptor.release_in_loop
+    _release_now = _descriptor.release_now
+    _close_descriptors = _descriptor.close_descriptors
+    _descriptors = _descriptor.descriptors
+    _after_call = _descriptor.after_call
+    inherited_in_child = _descriptor.inherited_in_child
 
     @property
     def inherited(self) -> bool:
@@ -343,59 +237,11 @@ class Connection(StreamIO):
 
     # -- direction bookkeeping -----------------------------------------------------
 
-    def on_peer_eof(self) -> None:
-        """The peer sent FIN (seen by a reader or the loop). Any thread."""
-        with self._lock:
-            side = step(READ_TRANSITIONS, self._read_side, ReadEvent.PEER_EOF)
-            if side is None:
-                return  # Seen already, or the EOF is our own SHUT_RD's.
-            self._read_side = side
-        if not self.options.allow_half_open:
-            self.shutdown_write(
-                BrokenSocketError(
-                    f"the peer closed the connection to {self.endpoint} "
-                    "(allow_half_open=False closes the write side too)"
-                )
-            )
-        self._maybe_finish()
-
-    def shutdown_write(self, reason: BaseException, wait: bool = False) -> None:
-        """Close the write side: the peer sees EOF; later writes raise `reason`.
-
-        `wait` (``writable.close()``): TLS sends close_notify as a write would.
-        """
-        with self._lock:
-            side = step(WRITE_TRANSITIONS, self._write_side, WriteEvent.SHUT)
-            if side is None or self.state not in (State.OPEN, State.CONNECTING):
-                return
-            self._write_side = side
-            self._write_error = reason
-            self._enter(self.state)
-            if self.state is State.CONNECTING:
-                return  # _opened() shuts the write side down.
-        self._send_eof(wait)
-        self._maybe_finish()
-
-    def close_read(self) -> None:
-        """``readable.close()``: later reads raise; a blocked reader wakes."""
-        with self._lock:
-            if self._read_error is None:
-                self._read_error = SocketClosedError("the readable side was closed")
-            # The flag first, then `_reading`: a reader that enters after this
-            # sees the flag cleared and never blocks in recv() (see the handshake
-            # in the module docstring).
-            self._read_ok = False
-            waking = self._reading and self.state is State.OPEN
-            event = ReadEvent.STOP_WAKING if waking else ReadEvent.STOP
-            side = step(READ_TRANSITIONS, self._read_side, event)
-            if side is not None:
-                self._read_side = side
-            self._enter(self.state)
-            if self.state is not State.OPEN:
-                return  # Applied by _opened; or nothing is left to stop.
-        if side is Read.WAKING:
-            self._shutdown_sock(socket.SHUT_RD)
-        self._maybe_finish()
+    # The half-closes, and FINISHED once both directions are over (pysock._halfclose).
+    on_peer_eof = _halfclose.on_peer_eof
+    shutdown_write = _halfclose.shutdown_write
+    close_read = _halfclose.close_read
+    _maybe_finish = _halfclose.maybe_finish
 
     def _send_eof(self, wait: bool = False) -> None:
         """Tell the peer we are done writing (TLS adds close_notify first)."""
@@ -403,26 +249,6 @@ class Connection(StreamIO):
 
     def check_half_close(self) -> None:
         """Raise if ``writable.close()`` cannot half-close this connection."""
-
-    def _maybe_finish(self) -> None:
-        """The FINISHED rule (`pysock._state.finishes`), checked after each half-close."""
-        if not finishes(self._read_side, self._write_side) or not self._transition(Event.FINISHED):
-            return
-        if self._read_side not in READER_CLOSED:
-            return
-        with self._lock:
-            released = self._hand(DescriptorEvent.RELEASE)
-        if released:
-            self._release()  # Nothing is left to read: give the descriptor back now.
-
-    def _shutdown_sock(self, how: int) -> None:
-        sock = self.sock
-        if sock is None or self._descriptor is Descriptor.INHERITED:
-            return  # Never shut down a connection inherited from the parent process.
-        try:
-            sock.shutdown(how)
-        except OSError:
-            pass  # ENOTCONN: the peer reset it first; the reader reports that.
 
     # -- state ---------------------------------------------------------------------
 
@@ -485,17 +311,17 @@ class Connection(StreamIO):
 
     @property
     def opened(self) -> concurrent.futures.Future[SocketInfo]:
-        future = self._opened_future
-        if future is None or isinstance(future, tuple):
+        future: Any = self._opened_future  # No call on the way: an attribute test only.
+        if future is None or future.__class__ is tuple:
             future = created_future(self, "_opened_future")
-        return future
+        return future  # type: ignore[no-any-return]  # The slot's union, tested above.
 
     @property
     def closed(self) -> concurrent.futures.Future[None]:
-        future = self._closed_future
-        if future is None or isinstance(future, tuple):
+        future: Any = self._closed_future  # No call on the way: an attribute test only.
+        if future is None or future.__class__ is tuple:
             future = created_future(self, "_closed_future")
-        return future
+        return future  # type: ignore[no-any-return]  # The slot's union, tested above.
 
     def _new_future(self, slot: str) -> concurrent.futures.Future[Any]:
         """A new future for `slot` (TLS's ``opened`` lets a waiting caller step the handshake)."""
@@ -505,57 +331,6 @@ class Connection(StreamIO):
         """Why `start_tls()` may not take this connection over (the UPGRADE guard), or None."""
         refusal = upgrade_refusal(self.state, self._read_side, self._write_side)
         return None if refusal is None else f"start_tls(): the socket to {self.endpoint} {refusal}"
-
-    def take_over(self) -> socket.socket:
-        """`start_tls()`: hand the stdlib socket to a new connection; this one is UPGRADED.
-
-        The hang-up watch is removed here (the new connection adds its own once
-        its handshake is done); the new connection's handshake registration in
-        the selector replaces any of this one's (see `Loop.watch`).
-        """
-        with self._lock:
-            sock = self.sock
-            refusal = self.upgrade_refusal()
-            if sock is None or refusal is not None:
-                # Broken, closed or half-closed since start_tls() checked it (the
-                # selector thread saw a reset or the FIN, another thread called
-                # close()): the guard of UPGRADE, under the lock this time.
-                raise StartTlsError(
-                    refusal or f"start_tls(): the socket to {self.endpoint} is gone"
-                )
-            self._set_hangup_watch(None)  # The new connection watches once it opens.
-            self.sock = None
-            # Nothing is left for close() or the finalizer to release.
-            self._hand(DescriptorEvent.HAND_OFF)
-        self._transition(Event.UPGRADE)
-        return sock
-
-    def close(self) -> None:
-        """Close both directions now; wake blocked callers; idempotent."""
-        if self._descriptor is Descriptor.INHERITED:
-            # The child's view only: ``closed`` is done, as after any close(); the
-            # descriptor (the child's copy, closed at the fork) and the peer are
-            # the parent's and untouched.
-            self._transition(Event.CLOSE)
-            return
-        self._transition(Event.CLOSE)
-        with self._lock:
-            # Whatever ended the connection before, from now on your code closed it.
-            self._read_error = self._write_error = SocketClosedError("the socket is closed")
-            if not self._hand(DescriptorEvent.RELEASE):
-                return
-            # A reader woken by our shutdown(SHUT_RD) drains what the peer sent
-            # meanwhile, so the descriptor closes with nothing unread and the kernel
-            # sends a FIN, not the RST a close with unread data gets: a peer blocked
-            # sending to our zero window would then wait for FIN_WAIT2's timeout (60
-            # s). Abort as a plain close with unread data would. SO_LINGER acts only
-            # when the descriptor closes, so it is set now, while it is surely open.
-            if self._reading and self._read_side not in PEER_ENDED and self.sock is not None:
-                try:
-                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
-                except OSError:
-                    pass  # Already reset: nothing to abort.
-        self._release()
 
     def _broken_by(self, exc: BaseException, message: Optional[str] = None) -> BrokenSocketError:
         """The peer or network broke the connection: fail it and return the error to raise."""
@@ -575,84 +350,6 @@ class Connection(StreamIO):
         elif isinstance(self._read_error, kind):
             return afresh(self._read_error)
         return error
-
-    def _release(self) -> None:
-        """Give the descriptor back once no watch holds it and no call is inside it."""
-        if self._descriptor is Descriptor.INHERITED:
-            return
-        with self._lock:
-            # First: our own shutdown below must not look like the peer's FIN.
-            self._set_hangup_watch(None)
-            in_selector = self._registration in IN_SELECTOR
-        if self._reading or self._writing:
-            self._shutdown_sock(socket.SHUT_RDWR)  # Wake them; the last one out closes.
-        if in_selector:
-            loop = _loop.get_loop()
-            if not loop.stopped:
-                loop.call_soon_threadsafe(self._release_in_loop)
-                return
-            with self._lock:  # A finalizer at exit: the loop stopped, nothing watches.
-                self._watched(RegistrationEvent.LEAVE_SELECTOR)
-        self._release_now()
-
-    def _release_in_loop(self) -> None:
-        loop = _loop.get_loop()
-        with self._lock:
-            for sock in self._descriptors():
-                loop.unwatch(sock)
-            self._watched(RegistrationEvent.LEAVE_SELECTOR)
-        self._release_now()
-
-    def _release_now(self) -> None:
-        with self._lock:
-            self._hand(DescriptorEvent.LET_GO)
-        # The flag above first, then the calls' flags (module docstring).
-        if not (self._reading or self._writing):
-            self._close_descriptors()
-
-    def _close_descriptors(self) -> None:
-        dialer = self._dialer
-        if dialer is None:  # Opened, or opened at once: the one socket (`_descriptors`).
-            sock = self.sock
-            if sock is not None:
-                sock.close()
-            return
-        for sock in self._descriptors():
-            sock.close()
-        self._dialer = None  # Its attempts' descriptors were the last of the opening.
-
-    def _descriptors(self) -> list[socket.socket]:
-        """The open socket and every connect attempt's."""
-        sock = self.sock
-        dialer = self._dialer
-        if dialer is None or not dialer.attempts:
-            return [] if sock is None else [sock]
-        socks = [attempt.sock for attempt in dialer.attempts]
-        if sock is not None:
-            socks.append(sock)
-        return socks
-
-    def _after_call(self) -> None:
-        # The other half of the hand-off: the last call out closes a released socket.
-        if self._release_pending and not (self._reading or self._writing):
-            self._close_descriptors()
-
-    def inherited_in_child(self) -> None:
-        """After fork(), in the child: this connection belongs to the parent."""
-        self._lock = threading.Lock()  # A parent thread may have held the old one.
-        self._hand(DescriptorEvent.INHERIT)
-        self._read_ok = self._write_ok = False
-        self._read_error = self._write_error = SocketClosedError(
-            "this socket was inherited from the parent process; open a new one in the child"
-        )
-        reader = self.reader_ref() if self.reader_ref is not None else None
-        if reader is not None:
-            reader._detach_buffer()  # Its buffered bytes are the parent's too.
-            reader._reset_lock_after_fork()  # A parent thread may have held it.
-        # Closing our copy of the descriptor sends nothing: the parent still holds it.
-        for sock in self._descriptors():
-            sock.close()
-        self._dialer = None  # Its timers and lookups were the parent's.
 
     def __del__(self) -> None:
         if _loop is None or not hasattr(self, "_descriptor"):  # Interpreter exit; half-built.

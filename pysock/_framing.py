@@ -49,7 +49,7 @@ def readexactly(self: SocketReader, n: int) -> bytes:
         buffer = self._buffer  # Once: close() in another thread may drop it.
         if buffer is not None and n <= MAX_READ_CHUNK and (self._fast or self._timed()):
             data = buffer.read(n)  # C: allocates n bytes, hence the bound on n.
-            if self._connection._parked is not None:
+            if self._parked is not None:
                 raise self._failure(data)
         else:
             data = self._read_locked(check_size(n))
@@ -81,7 +81,7 @@ def readuntil(
             # A separator whose only b"\n" ends it can only end at the stream's
             # next b"\n": C readline() finds it, within the limit or not.
             line = buffer.readline(limit + len(separator))
-            if self._connection._parked is not None:
+            if self._parked is not None:
                 raise self._failure(line)
             if line.endswith(separator):
                 return line
@@ -104,7 +104,7 @@ def read_through(
     except BaseException:
         self._keep([bytes(gathered)])
         raise
-    if found < 0 and self._connection._parked is not None:
+    if found < 0 and self._parked is not None:
         raise self._failure(bytes(gathered))
     if limit is not None:
         if (found < 0 and len(gathered) >= limit + len(separator)) or (

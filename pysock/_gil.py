@@ -1,8 +1,8 @@
 """Refuse to run without the GIL, with a message that says what to do.
 
-pysock's close handshake (the ``_reading``/``_writing``/``_release_pending``
-flags of `pysock._connection`, each side writing its own flag and then
-reading the other's), the reader's fast-path flags and the loop's wake-up
+pysock's close handshake (the ``_reading``/``_writing`` flags and the
+``_descriptor`` state of `pysock._descriptor`, each side writing its own
+flag and then reading the other's), the reader's fast-path flags and the loop's wake-up
 flag are sound because every bytecode is atomic under the GIL. A
 free-threaded CPython build (3.13t and later) runs without it unless told
 otherwise, and there those handshakes could interleave: a descriptor could

@@ -17,7 +17,7 @@ switched under it (``EAGAIN`` from a "blocking" call) goes on waiting with
 
 A read that fails does not raise through `io.BufferedReader`'s C code, whose
 ``readline()`` and ``readinto()`` drop what the call had gathered when the
-raw read raises. `recv_into` *parks* the error instead (``_parked``) and
+raw read raises. `recv_into` *parks* the error instead (the reader's ``_parked``) and
 returns 0, so the C call returns every byte it gathered; the reader then
 raises the parked error with those bytes in its ``partial``. A timeout and
 Ctrl-C (``KeyboardInterrupt`` raised inside the ``recv()``) are parked too:
@@ -34,10 +34,11 @@ import concurrent.futures
 import copy
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+import weakref
+from typing import TYPE_CHECKING, Any, Final, Optional, TypeVar
 
 from ._platform import MSG_DONTWAIT, deadline_wait
-from ._state import PEER_ENDED, Read, State
+from ._state import PEER_ENDED, Descriptor, Read, State
 from .errors import BrokenSocketError, PysockError, SocketClosedError, SocketTimeout
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ __all__ = ["Deadline", "StreamIO", "afresh"]
 
 Deadline = Optional[float]
 _E = TypeVar("_E", bound=BaseException)
+
+# Compared on every call's way out (the close handshake, pysock._descriptor).
+_LAST_OUT: Final = Descriptor.LAST_OUT
 
 
 class StreamIO:
@@ -70,6 +74,7 @@ class StreamIO:
         def inherited(self) -> bool: ...
 
         raw_reads: int
+        reader_ref: Optional[weakref.ref[Any]]
         _read_ok: bool
         _write_ok: bool
         _read_error: Optional[BaseException]
@@ -77,8 +82,7 @@ class StreamIO:
         _read_side: Read
         _reading: bool
         _writing: bool
-        _release_pending: bool
-        _parked: Optional[BaseException]
+        _descriptor: Descriptor
 
         @property
         def opened(self) -> concurrent.futures.Future[SocketInfo]: ...
@@ -124,7 +128,7 @@ class StreamIO:
             # looks still counts as the one that takes the bytes it then finds.
             self.raw_reads += 1
             self._reading = False
-            if self._release_pending:
+            if self._descriptor is _LAST_OUT:
                 self._after_call()
 
     def _recv_into_nonblocking(self, sock: socket.socket, buffer: Any, deadline: Deadline) -> int:
@@ -186,13 +190,11 @@ class StreamIO:
         """Leave `failure` for the reader to raise after the C call; see the module docstring."""
         if failure.__cause__ is None and exc is not None and exc is not failure:
             failure.__cause__ = exc
-        self._parked = failure
+        reader = self.reader_ref() if self.reader_ref is not None else None
+        if reader is None:  # No reader, no buffer: nothing to hand back first.
+            raise failure
+        reader._parked = failure
         return 0
-
-    def take_parked(self) -> Optional[BaseException]:
-        """The parked read failure, once (the reader's lock is held)."""
-        failure, self._parked = self._parked, None
-        return failure
 
     def _read_failure(self, exc: OSError) -> BaseException:
         if not self._read_ok and self._read_error is not None:
@@ -244,7 +246,7 @@ class StreamIO:
                 raise failure from cause_of(failure, exc)
         finally:
             self._writing = False
-            if self._release_pending:
+            if self._descriptor is _LAST_OUT:
                 self._after_call()
 
     def _transmit(self, data: Any, deadline: Deadline) -> None:

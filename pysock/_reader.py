@@ -88,6 +88,11 @@ class SocketReader(io.BufferedIOBase):
         # The same with a timeout: the call first unarms the raw layer's deadline
         # (`_timed`), so that `_fast` alone costs the untimed path nothing more.
         self._fast_timed = False
+        # A raw read's failure, left here for this call to raise after the C call
+        # returns what it gathered (`Connection.park`); only under ``_lock``.
+        self._parked: Optional[BaseException] = None
+        # Set by the writer's finalizer: no code can write any more (`close`).
+        self._writer_gone = False
         connection.reader_ref = weakref.ref(self)
 
     # -- the buffer and the fast path ------------------------------------------------
@@ -165,7 +170,7 @@ class SocketReader(io.BufferedIOBase):
         go back in front, for the next call. Any other failure ends the read
         side: the bytes are consumed, in the error's ``partial``.
         """
-        parked = self._connection.take_parked()
+        parked, self._parked = self._parked, None
         assert parked is not None
         if isinstance(parked, (TimeoutError, KeyboardInterrupt)) or not isinstance(
             parked, Exception
@@ -220,7 +225,7 @@ class SocketReader(io.BufferedIOBase):
         except BaseException:
             self._keep(chunks)
             raise
-        if self._connection._parked is not None:
+        if self._parked is not None:
             raise self._failure(b"".join(chunks))
         if size >= 0 and total > size:
             self._keep([b"".join(chunks)[size:]])
@@ -239,7 +244,7 @@ class SocketReader(io.BufferedIOBase):
                     data = data[:size]
                 return self._done(data)
             data = buffer.read1(min(size, MAX_READ_CHUNK))
-            if not data and self._connection._parked is not None:
+            if not data and self._parked is not None:
                 raise self._failure(b"")
             return self._done(data)
 
@@ -249,7 +254,7 @@ class SocketReader(io.BufferedIOBase):
             buffer = self._buffer  # Once: close() in another thread may drop it.
             if buffer is not None and (self._fast or self._timed()):
                 count = buffer.readinto(b)
-                if self._connection._parked is not None:
+                if self._parked is not None:
                     raise self._failure(_head(b, count))
                 return count
         return _copy_into(b, self.read)
@@ -260,7 +265,7 @@ class SocketReader(io.BufferedIOBase):
             buffer = self._buffer  # Once: close() in another thread may drop it.
             if buffer is not None and (self._fast or self._timed()):
                 count = buffer.readinto1(b)
-                if self._connection._parked is not None:
+                if self._parked is not None:
                     raise self._failure(_head(b, count))
                 return count
         return _copy_into(b, self.read1)
@@ -274,7 +279,7 @@ class SocketReader(io.BufferedIOBase):
             if self._stash:
                 return self._stash
             data = buffer.peek(size)
-            if not data and self._connection._parked is not None:
+            if not data and self._parked is not None:
                 raise self._failure(b"")
             return self._done(data)
 
@@ -284,7 +289,7 @@ class SocketReader(io.BufferedIOBase):
             buffer = self._buffer  # Once: close() in another thread may drop it.
             if buffer is not None and (self._fast or self._timed()):
                 line = buffer.readline(limit)
-                if self._connection._parked is not None:
+                if self._parked is not None:
                     raise self._failure(line)
                 return line
             size = check_size(limit)
@@ -322,7 +327,7 @@ class SocketReader(io.BufferedIOBase):
         if self._is_closed:
             return
         self._detach_buffer()
-        if self._connection.writer_gone:
+        if self._writer_gone:
             self._connection.close()  # Nobody holds the write side: no one could use or close it.
         else:
             self._connection.close_read()

@@ -75,6 +75,9 @@ _WRITE_CHUNK: Final = 256 * 1024
 # 128 KiB 1.03x, 256 KiB 1.06x; allocated on a socket's first read.
 _CIPHER_BUFFER_SIZE: Final = 128 * 1024
 
+# Compared on every call's way out (the close handshake, pysock._descriptor).
+_LAST_OUT: Final = Descriptor.LAST_OUT
+
 
 class Loan(enum.Enum):
     """Whether a TLS thread outside reads and writes holds the descriptor (`borrow`)."""
@@ -95,6 +98,7 @@ class TlsConnection(Connection):
         "_records",
         "_sock_rlock",
         "_wire",
+        "tls",
     )
 
     def __init__(self, endpoint: Endpoint, options: Options) -> None:
@@ -112,6 +116,7 @@ class TlsConnection(Connection):
         except (TypeError, UnicodeError) as exc:  # Caught by check_name(); a last guard.
             raise ValueError(f"the ssl module refuses the name {hostname!r}: {exc}") from exc
         super().__init__(endpoint, options)
+        self.tls = None  # The handshake's outcome, once it is done.
         self._wire = RecordWire(self._records)
         self._sock_rlock = threading.Lock()
         self._handshake: Optional[TlsHandshake] = None
@@ -152,17 +157,6 @@ class TlsConnection(Connection):
             if self._handshake is None:
                 self._awaited = True  # Its first step then hands it to the loop at once.
             return self._handshake
-
-    def handshake_deadline(self) -> Optional[float]:
-        """The connect deadline, which bounds the handshake too (None: no deadline)."""
-        dialer = self._dialer  # Kept until the open when there is a deadline.
-        return None if dialer is None else dialer.deadline
-
-    def on_connect_deadline(self) -> None:
-        """A caller stepping the handshake reached the connect deadline before the loop's timer."""
-        dialer = self._dialer
-        if dialer is not None:
-            dialer.on_deadline()
 
     def _new_future(self, slot: str) -> concurrent.futures.Future[Any]:
         if slot == "_opened_future":
@@ -275,7 +269,7 @@ class TlsConnection(Connection):
             # looks still counts as the one that takes the bytes it then finds.
             self.raw_reads += 1
             self._reading = False
-            if self._release_pending:
+            if self._descriptor is _LAST_OUT:
                 self._after_call()
 
     def _receive_ciphertext(self, deadline: Deadline) -> memoryview:

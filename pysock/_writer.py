@@ -41,7 +41,7 @@ asks the connection whether it can (`Connection.check_half_close`: TLS below
 know the version), then shuts the write side with ``wait=True``, so over TLS
 close_notify goes out as a write's records would, before the FIN. The
 finalizer closes nothing (the connection's does); it records that no code
-can write any more (``writer_gone``), which lets ``readable.close()`` close
+can write any more (the reader's ``_writer_gone``), which lets ``readable.close()`` close
 the whole connection.
 """
 
@@ -151,7 +151,10 @@ class SocketWriter(io.BufferedIOBase):
     def __del__(self) -> None:
         # Never closes anything (the connection's finalizer does); it only records
         # that no code can write any more, for `SocketReader.close()`.
-        self._connection.writer_gone = True
+        connection = self._connection
+        reader = connection.reader_ref() if connection.reader_ref is not None else None
+        if reader is not None:
+            reader._writer_gone = True
 
     def __repr__(self) -> str:
         state = "closed" if self._is_closed else self._connection.shown_state()

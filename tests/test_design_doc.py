@@ -607,7 +607,7 @@ def test_what_counts_as_a_code_name(span: str, name: Optional[str]) -> None:
         "_reading",
         "Connection._reading",
         "Connection.start",  # from the Opening mixin
-        "TlsConnection._release_pending",  # from Connection
+        "TlsConnection._reading",  # from Connection
         "SocketReader.readable",
         "_loop.Loop",
         "pysock._loop.Loop.call_soon_threadsafe",

@@ -796,8 +796,6 @@ class EngineMachine(RuleBasedStateMachine):
         connection = self.connection
         with connection._lock:  # Stepped under it, maybe by the selector thread.
             held = connection._descriptor
-            pending = connection._release_pending
-        assert pending == (held is Descriptor.LAST_OUT), (held, pending)
         if not self.model.released:
             assert held is Descriptor.HELD, held
         if self.model.closed_by_us:
