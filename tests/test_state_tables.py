@@ -13,6 +13,7 @@ from typing import Final
 
 import pytest
 
+from pysock._handshake import TURNS, Turn
 from pysock._state import (
     DESCRIPTOR_TRANSITIONS,
     IN_HANGUP_SET,
@@ -43,6 +44,7 @@ from pysock._state import (
     step,
     upgrade_refusal,
 )
+from pysock._wire import FAREWELLS, Farewell
 
 DESIGN: Final = Path(__file__).resolve().parents[1] / "docs" / "design.md"
 _DIAGRAMS: Final = re.compile(r"```mermaid\n(stateDiagram-v2\n.*?)\n```", re.S)
@@ -52,6 +54,8 @@ EXPECTED: Final = {
     "write side": mermaid(WRITE_TRANSITIONS, Write.OPEN),
     "descriptor": mermaid(DESCRIPTOR_TRANSITIONS, Descriptor.HELD),
     "registration": mermaid(REGISTRATION_TRANSITIONS, Registration.UNWATCHED),
+    "TLS handshake's turn": mermaid(TURNS, Turn.STEPPING),
+    "TLS farewell": mermaid(FAREWELLS, Farewell.UNSAID),
 }
 
 
