@@ -13,12 +13,13 @@ import os
 import resource
 import selectors
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
 
-from pysock._peekwatch import SELECT_WATCHES, PeekWatch
+from pysock._peekwatch import IDLE_BEFORE_TAKING, SELECT_WATCHES, PeekWatch, Watched
 
 
 class _Loop:
@@ -41,6 +42,15 @@ class _Loop:
 
 class _Target:
     raw_reads = 0
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def take_unread_in_loop(self, sock: socket.socket) -> None:
+        self.taken += 1
+
+    def peek_in_loop(self, sock: socket.socket) -> tuple[str, None]:
+        return "data", None
 
 
 @pytest.fixture
@@ -99,3 +109,26 @@ def test_a_descriptor_select_cannot_take_is_not_put_in_the_selector(
     finally:
         low.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("idle", [0.0, IDLE_BEFORE_TAKING / 2])
+def test_bytes_are_taken_only_after_idle_before_taking_with_no_raw_read(
+    watch: tuple[PeekWatch, selectors.SelectSelector, _Loop], idle: float
+) -> None:
+    """The rule alone, with the clock set back instead of waited for."""
+    peek_watch, _, _ = watch
+    target = _Target()
+    with socket.socket() as sock:
+        watched = Watched(sock, lambda: target)  # type: ignore[arg-type]
+        watched.reads = target.raw_reads
+        watched.since = time.monotonic() - idle
+        peek_watch._data_in_loop(watched, target)  # type: ignore[arg-type]
+        assert target.taken == 0  # Not idle long enough.
+        watched.since = time.monotonic() - IDLE_BEFORE_TAKING - 1
+        target.raw_reads += 1  # A read ended since the last look: someone reads it.
+        peek_watch._data_in_loop(watched, target)  # type: ignore[arg-type]
+        assert target.taken == 0
+        assert watched.reads == target.raw_reads  # Counted, and the idle time restarts.
+        watched.since = time.monotonic() - IDLE_BEFORE_TAKING - 1
+        peek_watch._data_in_loop(watched, target)  # type: ignore[arg-type]
+        assert target.taken == 1  # No raw read for longer than the limit: taken.

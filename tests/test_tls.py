@@ -6,14 +6,13 @@ import concurrent.futures
 import hashlib
 import os
 import select
-import signal
 import socket
 import ssl
 import struct
 import sys
 import threading
 import time
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import pytest
 import trustme
@@ -623,23 +622,6 @@ def test_the_connect_deadline_bounds_a_handshake_a_caller_steps(
         with pytest.raises(SocketTimeout, match=r"timed out after 0\.3s"):
             sock.opened.result(TIMEOUT)
         assert sock.closed.done()
-
-
-@pytest.fixture
-def alarm() -> Iterator[Callable[[float], None]]:
-    """Ctrl-C in the main thread after some seconds (SIGALRM raising KeyboardInterrupt)."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-
-    def start(seconds: float) -> None:
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-
-    yield start
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 def test_ctrl_c_in_a_caller_stepping_the_handshake_hands_it_to_the_loop(
